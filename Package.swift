@@ -1,0 +1,116 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "progsync",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "progsyncd", targets: ["progsyncd"]),
+        .executable(name: "progsync", targets: ["progsync"]),
+        .library(name: "ProgSyncCore", targets: ["ProgSyncCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0", traits: [.defaults, "YAML"]),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+    ],
+    targets: [
+        // libcurl, the only HTTP client: variadic setopt/getinfo wrapped in shim.h.
+        .systemLibrary(
+            name: "CCurl",
+            pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
+        // Pure core: clock, ids, records, commits, signing, merge rule, digest. No I/O.
+        .target(
+            name: "ProgSyncCore",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings
+        ),
+        // The replica's persistence: SQLite through GRDB.
+        .target(
+            name: "ProgSyncStore",
+            dependencies: [
+                "ProgSyncCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Small async wrapper over libcurl (Unix sockets, TLS, caps, timeouts).
+        .target(
+            name: "ProgSyncHTTPClient",
+            dependencies: ["CCurl"],
+            swiftSettings: swiftSettings
+        ),
+        // The daemon: services, local API, configuration.
+        .target(
+            name: "ProgSyncDaemon",
+            dependencies: [
+                "ProgSyncCore", "ProgSyncStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Configuration", package: "swift-configuration"),
+            ],
+            resources: [.copy("Resources/programme-2021.json")],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "progsyncd",
+            dependencies: [
+                "ProgSyncDaemon",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "progsync",
+            dependencies: [
+                "ProgSyncCore", "ProgSyncHTTPClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "ProgSyncBench",
+            dependencies: [
+                "ProgSyncCore", "ProgSyncStore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            path: "Benchmarks/ProgSyncBench",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ProgSyncCoreTests",
+            dependencies: ["ProgSyncCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ProgSyncHTTPClientTests",
+            dependencies: ["ProgSyncHTTPClient"],
+            resources: [.copy("Fixtures")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ProgSyncStoreTests",
+            dependencies: ["ProgSyncCore", "ProgSyncStore", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

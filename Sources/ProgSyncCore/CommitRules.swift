@@ -1,0 +1,101 @@
+/// Why a commit was refused or held. Deterministic: every node decides the same for the same
+/// commit, registry and causal past.
+public struct CommitVerdict: Sendable, Hashable, CustomStringConvertible {
+    public struct Reason: Sendable, Hashable, CustomStringConvertible {
+        public let rawValue: String
+        public init(_ rawValue: String) { self.rawValue = rawValue }
+        public var description: String { rawValue }
+
+        // Held: not applied, not dropped; retried when the cause goes away.
+        public static let unknownKey = Reason("unknown-key")
+        public static let gap = Reason("gap")
+        public static let missingDependency = Reason("missing-dependency")
+        public static let clockAhead = Reason("clock-ahead")
+        // Rejected: never applied; kept in the rejected log.
+        public static let badSignature = Reason("bad-signature")
+        public static let brokenChain = Reason("broken-chain")
+        public static let conflictingSequence = Reason("conflicting-sequence")
+        public static let invalid = Reason("invalid")
+        public static let unauthorised = Reason("unauthorised")
+
+        public var isHold: Bool { [.unknownKey, .gap, .missingDependency, .clockAhead].contains(self) }
+    }
+
+    public var reason: Reason
+    public var detail: String
+    public init(_ reason: Reason, _ detail: String) {
+        self.reason = reason
+        self.detail = detail
+    }
+    public var description: String { "\(reason): \(detail)" }
+}
+
+public enum CommitRules {
+    public static let maxChangesPerCommit = 10_000
+    public static let maxAuthorBytes = 256
+
+    /// Shape and schema: every change is a valid field of a valid record id, once per commit.
+    public static func validate(_ commit: Commit) -> CommitVerdict? {
+        if commit.seq == 0 { return CommitVerdict(.invalid, "seq must start at 1") }
+        if commit.changes.isEmpty { return CommitVerdict(.invalid, "a commit must change at least one field") }
+        if commit.changes.count > maxChangesPerCommit {
+            return CommitVerdict(.invalid, "more than \(maxChangesPerCommit) changes in one commit")
+        }
+        if commit.author.utf8.count > maxAuthorBytes { return CommitVerdict(.invalid, "author longer than \(maxAuthorBytes) bytes") }
+        if (commit.seq == 1) != commit.prev.isEmpty || (!commit.prev.isEmpty && commit.prev.count != 32) {
+            return CommitVerdict(.invalid, "prev hash does not fit seq \(commit.seq)")
+        }
+        var seen = Set<String>()
+        for change in commit.changes {
+            guard ProgrammeSchema.isValidRecordID(change.record) else {
+                return CommitVerdict(.invalid, "invalid record id")
+            }
+            do {
+                try ProgrammeSchema.validate(field: change.field, value: change.value)
+            } catch {
+                return CommitVerdict(.invalid, "record \(change.record): \(error)")
+            }
+            if !seen.insert(change.record + "\u{0}" + change.field).inserted {
+                return CommitVerdict(.invalid, "record \(change.record) field \(change.field) changed twice in one commit")
+            }
+            for ref in change.supersedes where ref.origin == commit.origin && ref.seq >= commit.seq {
+                return CommitVerdict(.invalid, "supersedes a later commit of its own origin (\(ref))")
+            }
+        }
+        for (record, ref) in commit.ownerRefs where ref.origin == commit.origin && ref.seq >= commit.seq {
+            return CommitVerdict(.invalid, "owner reference for \(record) points forward (\(ref))")
+        }
+        return nil
+    }
+
+    /// Ownership (§6): coordinators may change anything; others may create records they own and
+    /// change records whose `owner` a commit in their causal past (named in `ownerRefs`) set to
+    /// their org. `ownerSetBy(ref, record)` returns the owner that commit `ref` wrote for `record`.
+    public static func authorise(
+        _ commit: Commit, org: String, registry: PartnerRegistry,
+        ownerSetBy: (CommitRef, String) -> String?
+    ) -> CommitVerdict? {
+        if registry.isCoordinator(org: org) { return nil }
+        var records: [String: [Change]] = [:]
+        for change in commit.changes { records[change.record, default: []].append(change) }
+        for (record, changes) in records.sorted(by: { $0.key < $1.key }) {
+            if let ownerChange = changes.first(where: { $0.field == "owner" }) {
+                guard ownerChange.value.stringValue == org else {
+                    return CommitVerdict(.unauthorised, "org \(org) may not give record \(record) to another owner")
+                }
+                guard ownerChange.supersedes.isEmpty else {
+                    return CommitVerdict(.unauthorised, "org \(org) may not take over record \(record)")
+                }
+                continue  // creating a record it owns
+            }
+            guard let ref = commit.ownerRefs[record] else {
+                return CommitVerdict(.unauthorised, "org \(org) changed record \(record) without owning it")
+            }
+            let owner = ref == commit.ref ? nil : ownerSetBy(ref, record)
+            guard owner == org else {
+                return CommitVerdict(.unauthorised, "org \(org) is not the owner of record \(record) (owner per \(ref): \(owner ?? "none"))")
+            }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,56 @@
+/// One version of a field: a value written by one commit.
+public struct FieldVersion: Sendable, Hashable {
+    public var value: [UInt8]  // canonical JSON
+    public var stamp: Stamp
+    public var origin: NodeID
+    public var seq: UInt64
+
+    public init(value: [UInt8], stamp: Stamp, origin: NodeID, seq: UInt64) {
+        self.value = value
+        self.stamp = stamp
+        self.origin = origin
+        self.seq = seq
+    }
+
+    public var ref: CommitRef { CommitRef(origin: origin, seq: seq) }
+
+    /// The merge order: greatest `(stamp, origin)` wins (§7).
+    public static func wins(_ a: FieldVersion, over b: FieldVersion) -> Bool {
+        (a.stamp, a.origin) > (b.stamp, b.origin)
+    }
+}
+
+/// The versions of one field that nobody has superseded: the winner and the conflict losers.
+public struct FieldFrontier: Sendable, Hashable {
+    public var winner: FieldVersion
+    /// Sorted best first, so equal sets compare equal.
+    public var losers: [FieldVersion]
+
+    public init(winner: FieldVersion, losers: [FieldVersion] = []) {
+        self.winner = winner
+        self.losers = losers
+    }
+
+    public var isConflicted: Bool { !losers.isEmpty }
+    public var versions: [FieldVersion] { [winner] + losers }
+}
+
+/// The merge rule, pure. A field's state is its frontier: every version that no other version
+/// superseded. The winner is the frontier's greatest `(stamp, origin)`; the rest are conflict
+/// losers, kept until someone writes a value that supersedes them. Because a commit is applied
+/// only after everything it supersedes (causal delivery), the frontier depends only on the set of
+/// versions, never on arrival order: commutative, associative and idempotent.
+public enum MergeRule {
+    public static func merge(_ frontier: FieldFrontier?, with version: FieldVersion, supersedes: [CommitRef]) -> FieldFrontier {
+        guard let frontier else { return FieldFrontier(winner: version) }
+        var alive = frontier.versions
+        if alive.contains(where: { $0.ref == version.ref }) { return frontier }  // already applied
+        if !supersedes.isEmpty {
+            let gone = Set(supersedes)
+            alive.removeAll { gone.contains($0.ref) }
+        }
+        alive.append(version)
+        alive.sort { FieldVersion.wins($0, over: $1) }
+        return FieldFrontier(winner: alive[0], losers: Array(alive.dropFirst()))
+    }
+}

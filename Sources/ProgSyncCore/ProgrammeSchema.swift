@@ -1,0 +1,188 @@
+/// The seven states of the 2021 document's legend.
+public enum ProgrammeStatus: String, Sendable, CaseIterable {
+    case completed
+    case ongoing
+    case onTrack = "on-track"
+    case delayed
+    case notStarted = "not-started"
+    case inConsultation = "in-consultation"
+    case notApplicable = "not-applicable"
+
+    public var dutchLabel: String {
+        switch self {
+        case .completed: "Voltooid"
+        case .ongoing: "Doorlopend"
+        case .onTrack: "In uitvoering en volgens planning"
+        case .delayed: "In uitvoering maar met vertraging"
+        case .notStarted: "Nog niet in uitvoering"
+        case .inConsultation: "In (formele) consultatie"
+        case .notApplicable: "Niet van toepassing"
+        }
+    }
+
+    public var englishLabel: String {
+        switch self {
+        case .completed: "Completed"
+        case .ongoing: "Ongoing"
+        case .onTrack: "In progress, on schedule"
+        case .delayed: "In progress, delayed"
+        case .notStarted: "Not started yet"
+        case .inConsultation: "In (formal) consultation"
+        case .notApplicable: "Not applicable"
+        }
+    }
+
+    public var symbol: String {
+        switch self {
+        case .completed: "✓"
+        case .ongoing: "∞"
+        case .onTrack: "📅"
+        case .delayed: "📅⌚"
+        case .notStarted: "🔄"
+        case .inConsultation: "🗨️"
+        case .notApplicable: "✗"
+        }
+    }
+
+    /// Accepts the code, the Dutch or English label (any case), or the symbol.
+    public init?(userInput: String) {
+        let t = userInput.trimmingSpaces.lowercased()
+        if let s = ProgrammeStatus(rawValue: t) {
+            self = s
+            return
+        }
+        guard let s = Self.allCases.first(where: {
+            $0.dutchLabel.lowercased() == t || $0.englishLabel.lowercased() == t || $0.symbol == t
+        }) else { return nil }
+        self = s
+    }
+
+    public static var allowedCodes: String { allCases.map(\.rawValue).joined(separator: ", ") }
+}
+
+public enum RecordKind: String, Sendable, CaseIterable {
+    case actionLine = "action-line"
+    case result
+    case activity
+
+    public var requiredFields: [String] {
+        switch self {
+        case .actionLine: ["number", "title"]
+        case .result: ["actionLine", "number", "title"]
+        case .activity: ["result", "number", "title"]
+        }
+    }
+}
+
+/// A value or name the programme schema refuses; `field` and `message` say which and why.
+public struct SchemaError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var field: String
+    public var message: String
+    public var description: String { "\(field): \(message)" }
+    public init(field: String, message: String) {
+        self.field = field
+        self.message = message
+    }
+}
+
+/// The programme schema (§4): checked at the API boundary and again on every remote commit, so
+/// a bad value never enters the replica by either road.
+public enum ProgrammeSchema {
+    public static let maxValueBytes = 16 * 1024
+    public static let maxIDLength = 128
+
+    public static let fieldNames: Set<String> = [
+        "kind", "number", "title", "theme", "actionLine", "result", "status", "explanation",
+        "owner", "partners", "due", "links", "deleted",
+    ]
+
+    public static func isValidRecordID(_ id: String) -> Bool {
+        let bytes = id.utf8
+        guard !bytes.isEmpty, bytes.count <= maxIDLength else { return false }
+        return bytes.allSatisfy { b in
+            (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
+                || b == UInt8(ascii: ".") || b == UInt8(ascii: "_") || b == UInt8(ascii: ":") || b == UInt8(ascii: "-")
+        }
+    }
+
+    public static func isValidOrgCode(_ code: String) -> Bool {
+        let bytes = code.utf8
+        guard !bytes.isEmpty, bytes.count <= 64 else { return false }
+        return bytes.allSatisfy { b in
+            (b >= 0x30 && b <= 0x39) || (b >= 0x61 && b <= 0x7A) || b == UInt8(ascii: "-")
+        }
+    }
+
+    /// Checks one field change; `null` clears an optional field.
+    public static func validate(field: String, value: JSONValue) throws(SchemaError) {
+        guard fieldNames.contains(field) else {
+            throw SchemaError(field: field, message: "unknown field; allowed: \(fieldNames.sorted().joined(separator: ", "))")
+        }
+        if value.canonicalBytes.count > maxValueBytes {
+            throw SchemaError(field: field, message: "value larger than \(maxValueBytes) bytes")
+        }
+        switch field {
+        case "kind":
+            guard let s = value.stringValue, RecordKind(rawValue: s) != nil else {
+                throw SchemaError(field: field, message: "must be one of: \(RecordKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+        case "number":
+            guard let n = value.intValue, n >= 1, n <= 9999 else {
+                throw SchemaError(field: field, message: "must be a whole number from 1 to 9999")
+            }
+        case "title":
+            guard let s = value.stringValue, !s.trimmingSpaces.isEmpty, s.utf8.count <= 1000 else {
+                throw SchemaError(field: field, message: "must be a non-empty string of at most 1000 bytes")
+            }
+        case "theme", "explanation":
+            guard value == .null || value.stringValue != nil else { throw SchemaError(field: field, message: "must be a string") }
+        case "actionLine", "result":
+            guard let s = value.stringValue, isValidRecordID(s) else {
+                throw SchemaError(field: field, message: "must be a record id ([A-Za-z0-9._:-]{1,128})")
+            }
+        case "status":
+            guard value == .null || (value.stringValue.flatMap(ProgrammeStatus.init(rawValue:)) != nil) else {
+                throw SchemaError(field: field, message: "must be one of: \(ProgrammeStatus.allowedCodes)")
+            }
+        case "owner":
+            guard let s = value.stringValue, isValidOrgCode(s) else {
+                throw SchemaError(field: field, message: "must be an organisation code ([a-z0-9-]{1,64})")
+            }
+        case "partners":
+            guard let a = value.arrayValue, a.allSatisfy({ $0.stringValue.map(isValidOrgCode) ?? false }) else {
+                throw SchemaError(field: field, message: "must be a list of organisation codes")
+            }
+        case "links":
+            guard let a = value.arrayValue, a.allSatisfy({ $0.stringValue != nil }) else {
+                throw SchemaError(field: field, message: "must be a list of strings")
+            }
+        case "due":
+            guard value == .null || (value.stringValue.map(isISODate) ?? false) else {
+                throw SchemaError(field: field, message: "must be a date YYYY-MM-DD")
+            }
+        case "deleted":
+            guard value.boolValue != nil else { throw SchemaError(field: field, message: "must be true or false") }
+        default:
+            break
+        }
+    }
+
+    static func isISODate(_ s: String) -> Bool {
+        let b = Array(s.utf8)
+        guard b.count == 10, b[4] == UInt8(ascii: "-"), b[7] == UInt8(ascii: "-") else { return false }
+        let digits = [0, 1, 2, 3, 5, 6, 8, 9]
+        guard digits.allSatisfy({ b[$0] >= 0x30 && b[$0] <= 0x39 }) else { return false }
+        let month = Int(s.dropFirst(5).prefix(2))!
+        let day = Int(s.dropFirst(8).prefix(2))!
+        return (1...12).contains(month) && (1...31).contains(day)
+    }
+}
+
+extension String {
+    var trimmingSpaces: String {
+        var s = Substring(self)
+        while let f = s.first, f.isWhitespace { s.removeFirst() }
+        while let l = s.last, l.isWhitespace { s.removeLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,419 @@
+import Foundation
+import GRDB
+import ProgSyncCore
+
+/// One write transaction's work: authenticate, check, merge and record commits. It starts from a
+/// copy of the replica's cached state and hands the updated copy back only if the transaction
+/// commits.
+struct ApplyContext {
+    let db: Database
+    let replica: Replica
+    var state: Replica.State
+    var report = ApplyReport()
+    var dirtyBuckets = Set<Int>()
+    var dirtyHeads = Set<NodeID>()
+    var clockMoved = false
+    var releasedFromClockGuard = Set<[UInt8]>()
+    var ownerCache: [CommitRef: Commit] = [:]
+    var registry: PartnerRegistry { state.registry }
+    var now: UInt64 { replica.configuration.now() }
+
+    init(db: Database, replica: Replica, state: Replica.State) {
+        self.db = db
+        self.replica = replica
+        self.state = state
+    }
+
+    // MARK: Local commits
+
+    mutating func commitLocal(author: String, writes: [FieldWrite], resolving: Bool) throws -> SignedCommit {
+        let me = replica.nodeID
+        let org = replica.configuration.org
+        var changes: [Change] = []
+        var seen = Set<String>()
+        for w in writes {
+            guard seen.insert(w.record + "\u{0}" + w.field).inserted else {
+                throw ReplicaError(.invalid, "record \(w.record) field \(w.field) given twice")
+            }
+            let frontier = try loadFrontier(record: w.record, field: w.field)
+            let supersedes = resolving ? (frontier?.versions.map(\.ref) ?? []) : (frontier.map { [$0.winner.ref] } ?? [])
+            changes.append(Change(record: w.record, field: w.field, value: w.value, supersedes: supersedes))
+        }
+        var ownerRefs: [String: CommitRef] = [:]
+        if !registry.isCoordinator(org: org) {
+            for record in Set(writes.map(\.record)) {
+                let settingOwner = changes.first { $0.record == record && $0.field == "owner" }
+                if let settingOwner {
+                    guard settingOwner.value.stringValue == org, settingOwner.supersedes.isEmpty else {
+                        throw ReplicaError(.forbidden, "org \(org) may not change the owner of record \(record)")
+                    }
+                    continue
+                }
+                guard let owner = try loadFrontier(record: record, field: "owner") else {
+                    throw ReplicaError(.forbidden, "record \(record) has no owner yet; create it with owner=\(org)")
+                }
+                guard String(decoding: owner.winner.value, as: UTF8.self) == JSONValue.string(org).canonicalString else {
+                    throw ReplicaError(.forbidden, "record \(record) is owned by \(String(decoding: owner.winner.value, as: UTF8.self)), not by \(org)")
+                }
+                ownerRefs[record] = owner.winner.ref
+            }
+        }
+        let head = state.heads[me]
+        let stamp = state.clock.tick(nowMilliseconds: now)
+        clockMoved = true
+        let commit = Commit(
+            origin: me, seq: (head?.seq ?? 0) + 1, stamp: stamp, author: author,
+            prev: head?.hash ?? [], ownerRefs: ownerRefs, changes: changes)
+        if let verdict = CommitRules.validate(commit) { throw ReplicaError(.invalid, verdict.detail) }
+        let signed = try SignedCommit.sign(commit, with: replica.identity)
+        try accept(signed, org: org)
+        return signed
+    }
+
+    // MARK: Remote commits
+
+    /// Groups by origin, walks each origin's chain in seq order, and verifies the last signature
+    /// of each contiguous run (the hash links authenticate the rest, §6).
+    mutating func ingest(_ commits: [SignedCommit], fromHeld: Bool) throws {
+        var byOrigin: [NodeID: [SignedCommit]] = [:]
+        for c in commits { byOrigin[c.commit.origin, default: []].append(c) }
+        for origin in byOrigin.keys.sorted() {
+            var group = byOrigin[origin]!
+            group.sort { $0.commit.seq < $1.commit.seq }
+            try ingest(origin: origin, group, fromHeld: fromHeld)
+        }
+    }
+
+    mutating func ingest(origin: NodeID, _ group: [SignedCommit], fromHeld: Bool) throws {
+        guard let node = registry.node(origin) else {
+            for c in group {
+                try hold(c, CommitVerdict(.unknownKey, "origin \(origin) is not in the partner registry"), fromHeld: fromHeld)
+            }
+            return
+        }
+        var run: [SignedCommit] = []
+        var expectedSeq = (state.heads[origin]?.seq ?? 0) + 1
+        var expectedPrev = state.heads[origin]?.hash ?? []
+        var index = 0
+        var seenHashes = Set<[UInt8]>()
+        while index < group.count {
+            let c = group[index]
+            index += 1
+            guard seenHashes.insert(c.hash).inserted else { continue }
+            let seq = c.commit.seq
+            if seq < expectedSeq {
+                if run.contains(where: { $0.commit.seq == seq }) {
+                    // Two different commits for one seq in the same batch: at most one is genuine.
+                    try rejectUnlessGenuine(c, node: node, fromHeld: fromHeld)
+                    continue
+                }
+                try handleKnownSeq(c, node: node, fromHeld: fromHeld)
+                continue
+            }
+            if seq > expectedSeq {
+                try flush(&run, node: node, fromHeld: fromHeld)
+                for rest in group[(index - 1)...] where !run.contains(where: { $0.hash == rest.hash }) {
+                    try holdOrSkip(rest, CommitVerdict(.gap, "waiting for \(origin)/\(expectedSeq)"), fromHeld: fromHeld)
+                }
+                return
+            }
+            if c.commit.prev != expectedPrev {
+                try flush(&run, node: node, fromHeld: fromHeld)
+                if c.hasValidSignature(publicKey: node.publicKey) {
+                    try reject(c, CommitVerdict(.brokenChain, "prev does not match \(origin)/\(seq - 1)"), fromHeld: fromHeld)
+                } else {
+                    try reject(c, CommitVerdict(.badSignature, "signature does not verify with \(origin)'s key"), fromHeld: fromHeld)
+                }
+                continue
+            }
+            run.append(c)
+            expectedSeq += 1
+            expectedPrev = c.hash
+        }
+        try flush(&run, node: node, fromHeld: fromHeld)
+    }
+
+    /// A seq at or below the head: the same commit again is a no-op, another one is refused.
+    mutating func handleKnownSeq(_ c: SignedCommit, node: PartnerRegistry.Node, fromHeld: Bool) throws {
+        let stored = try Data.fetchOne(
+            db, sql: "SELECT hash FROM commits WHERE origin = ? AND seq = ?",
+            arguments: [c.commit.origin.rawValue, Int64(c.commit.seq)])
+        if let stored, [UInt8](stored) == c.hash {
+            report.duplicates += 1
+            if fromHeld { try unhold(c) }
+            return
+        }
+        try rejectUnlessGenuine(c, node: node, fromHeld: fromHeld)
+    }
+
+    mutating func rejectUnlessGenuine(_ c: SignedCommit, node: PartnerRegistry.Node, fromHeld: Bool) throws {
+        if c.hasValidSignature(publicKey: node.publicKey) {
+            try reject(c, CommitVerdict(.conflictingSequence, "\(c.ref) already holds another commit (replay or fork)"), fromHeld: fromHeld)
+        } else {
+            try reject(c, CommitVerdict(.badSignature, "signature does not verify with \(c.commit.origin)'s key"), fromHeld: fromHeld)
+        }
+    }
+
+    /// Authenticates a contiguous run: one signature check when the newest verifies; otherwise
+    /// one by one, so the genuine prefix still applies.
+    mutating func flush(_ run: inout [SignedCommit], node: PartnerRegistry.Node, fromHeld: Bool) throws {
+        guard let last = run.last else { return }
+        defer { run.removeAll() }
+        let key = node.publicKey
+        var authentic = run.count
+        if !last.hasValidSignature(publicKey: key) {
+            authentic = run.firstIndex { !$0.hasValidSignature(publicKey: key) } ?? run.count
+        }
+        for i in 0..<run.count {
+            let c = run[i]
+            if i == authentic {
+                try reject(c, CommitVerdict(.badSignature, "signature does not verify with \(c.commit.origin)'s key"), fromHeld: fromHeld)
+                continue
+            }
+            if i > authentic {
+                try holdOrSkip(c, CommitVerdict(.gap, "waiting for \(c.commit.origin)/\(run[authentic].commit.seq)"), fromHeld: fromHeld)
+                continue
+            }
+            if let verdict = holdVerdict(c) {
+                for rest in run[i...] {
+                    let v = rest.hash == c.hash ? verdict : CommitVerdict(.gap, "waiting for \(c.ref)")
+                    try holdOrSkip(rest, v, fromHeld: fromHeld)
+                }
+                return
+            }
+            try accept(c, org: node.org, fromHeld: fromHeld)
+        }
+    }
+
+    /// Reasons to wait rather than apply: a clock too far ahead, or a missing causal dependency.
+    func holdVerdict(_ c: SignedCommit) -> CommitVerdict? {
+        if !releasedFromClockGuard.contains(c.hash),
+            HybridLogicalClock.isTooFarAhead(
+                c.commit.stamp, nowMilliseconds: now, maxOffsetMilliseconds: replica.configuration.maxClockOffsetMilliseconds)
+        {
+            let aheadSeconds = (c.commit.stamp.milliseconds - now) / 1000
+            return CommitVerdict(.clockAhead, "stamp \(c.commit.stamp) is \(aheadSeconds) s ahead of local time")
+        }
+        for dep in c.commit.dependencies.sorted() where (state.heads[dep.origin]?.seq ?? 0) < dep.seq {
+            return CommitVerdict(.missingDependency, "needs \(dep) first")
+        }
+        return nil
+    }
+
+    // MARK: Accepting
+
+    /// Stores an authentic commit and merges it if valid and authorised; otherwise stores it as
+    /// refused (the chain stays whole, so later commits of the origin still apply and relay).
+    mutating func accept(_ c: SignedCommit, org: String, fromHeld: Bool = false) throws {
+        let commit = c.commit
+        var verdict = CommitRules.validate(commit)
+        if verdict == nil {
+            verdict = CommitRules.authorise(commit, org: org, registry: registry) { ref, record in
+                ownerSetBy(ref, record: record)
+            }
+        }
+        let insert = try db.cachedStatement(
+            sql: "INSERT INTO commits (origin, seq, stamp, hash, body, sig, status) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        insert.setUncheckedArguments([
+            commit.origin.rawValue, Int64(commit.seq), Int64(bitPattern: commit.stamp.rawValue),
+            Data(c.hash), Data(c.canonicalBytes), Data(c.signature), verdict == nil ? 0 : 1,
+        ])
+        try insert.execute()
+        let lsn = db.lastInsertedRowID
+        report.stored(lsn: lsn)
+        state.heads[commit.origin] = Replica.Head(seq: commit.seq, hash: c.hash)
+        dirtyHeads.insert(commit.origin)
+        if fromHeld { try unhold(c) }
+        if commit.origin != replica.nodeID {
+            state.clock.receive(commit.stamp, nowMilliseconds: now)
+            clockMoved = true
+        }
+        if let verdict {
+            try logRejection(c, verdict)
+            return
+        }
+        report.applied += 1
+        var lastRecord: String?
+        let touch = try db.cachedStatement(sql: "INSERT OR IGNORE INTO record_commits (record, lsn) VALUES (?, ?)")
+        for change in commit.changes {
+            if change.record != lastRecord {
+                touch.setUncheckedArguments([change.record, lsn])
+                try touch.execute()
+                lastRecord = change.record
+            }
+            let version = FieldVersion(
+                value: change.value.canonicalBytes, stamp: commit.stamp, origin: commit.origin, seq: commit.seq)
+            try merge(record: change.record, field: change.field, version: version, supersedes: change.supersedes)
+        }
+        report.changesMerged += commit.changes.count
+    }
+
+    func ownerSetBy(_ ref: CommitRef, record: String) -> String? {
+        let body = try? Data.fetchOne(
+            db, sql: "SELECT body FROM commits WHERE origin = ? AND seq = ? AND status = 0",
+            arguments: [ref.origin.rawValue, Int64(ref.seq)])
+        guard let body, let commit = try? Commit(canonicalBytes: [UInt8](body)) else { return nil }
+        return commit.changes.first { $0.record == record && $0.field == "owner" }?.value.stringValue
+    }
+
+    // MARK: Merging
+
+    mutating func merge(record: String, field: String, version: FieldVersion, supersedes: [CommitRef]) throws {
+        // Fast path: a field nobody wrote before has no frontier to merge with.
+        let insert = try db.cachedStatement(
+            sql: "INSERT INTO fields (record, field, value, stamp, origin, seq) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+        insert.setUncheckedArguments([
+            record, field, String(decoding: version.value, as: UTF8.self),
+            Int64(bitPattern: version.stamp.rawValue), version.origin.rawValue, Int64(version.seq),
+        ])
+        try insert.execute()
+        let bucket = ReplicaDigest.bucket(ofRecord: record)
+        if db.changesCount == 1 {
+            addToBucket(bucket, ReplicaDigest.entryHash(record: record, field: field, version: version))
+            return
+        }
+        guard let old = try loadFrontier(record: record, field: field) else {
+            throw ReplicaError(.corrupt, "field row vanished during merge")
+        }
+        let new = MergeRule.merge(old, with: version, supersedes: supersedes)
+        guard new != old else { return }
+        if new.winner != old.winner {
+            let update = try db.cachedStatement(
+                sql: "UPDATE fields SET value = ?, stamp = ?, origin = ?, seq = ? WHERE record = ? AND field = ?")
+            update.setUncheckedArguments([
+                String(decoding: new.winner.value, as: UTF8.self), Int64(bitPattern: new.winner.stamp.rawValue),
+                new.winner.origin.rawValue, Int64(new.winner.seq), record, field,
+            ])
+            try update.execute()
+            addToBucket(bucket, ReplicaDigest.entryHash(record: record, field: field, version: new.winner)
+                - ReplicaDigest.entryHash(record: record, field: field, version: old.winner))
+        }
+        let oldLosers = Set(old.losers)
+        let newLosers = Set(new.losers)
+        for gone in oldLosers.subtracting(newLosers) {
+            try db.cachedStatement(sql: "DELETE FROM conflicts WHERE record = ? AND field = ? AND origin = ? AND seq = ?")
+                .execute(arguments: [record, field, gone.origin.rawValue, Int64(gone.seq)])
+        }
+        for added in newLosers.subtracting(oldLosers) {
+            try db.cachedStatement(sql: "INSERT INTO conflicts (record, field, origin, seq, stamp, value) VALUES (?, ?, ?, ?, ?, ?)")
+                .execute(arguments: [
+                    record, field, added.origin.rawValue, Int64(added.seq), Int64(bitPattern: added.stamp.rawValue),
+                    String(decoding: added.value, as: UTF8.self),
+                ])
+        }
+    }
+
+    func loadFrontier(record: String, field: String) throws -> FieldFrontier? {
+        guard let row = try Row.fetchOne(
+            try db.cachedStatement(sql: "SELECT value, stamp, origin, seq FROM fields WHERE record = ? AND field = ?"),
+            arguments: [record, field])
+        else { return nil }
+        let winner = try Replica.version(value: row[0], stamp: row[1], origin: row[2], seq: row[3])
+        var losers: [FieldVersion] = []
+        let rows = try Row.fetchAll(
+            try db.cachedStatement(sql: "SELECT value, stamp, origin, seq FROM conflicts WHERE record = ? AND field = ?"),
+            arguments: [record, field])
+        for r in rows { losers.append(try Replica.version(value: r[0], stamp: r[1], origin: r[2], seq: r[3])) }
+        losers.sort { FieldVersion.wins($0, over: $1) }
+        return FieldFrontier(winner: winner, losers: losers)
+    }
+
+    mutating func addToBucket(_ bucket: Int, _ delta: BucketSum) {
+        state.buckets[bucket] = state.buckets[bucket] + delta
+        dirtyBuckets.insert(bucket)
+    }
+
+    // MARK: Held and refused
+
+    mutating func hold(_ c: SignedCommit, _ verdict: CommitVerdict, fromHeld: Bool) throws {
+        try db.cachedStatement(sql: """
+            INSERT INTO held (hash, origin, seq, stamp, reason, detail, received_at, body, sig)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (hash) DO UPDATE SET reason = excluded.reason, detail = excluded.detail
+            """).execute(arguments: [
+                Data(c.hash), c.commit.origin.rawValue, Int64(c.commit.seq), Int64(bitPattern: c.commit.stamp.rawValue),
+                verdict.reason.rawValue, verdict.detail, Int64(now), Data(c.canonicalBytes), Data(c.signature),
+            ])
+        if !fromHeld {
+            report.held.append(HeldCommit(ref: c.ref, hash: c.hash, stamp: c.commit.stamp, reason: verdict.reason, detail: verdict.detail, receivedAt: now))
+        }
+    }
+
+    /// Holds a commit unless this replica already has it (a duplicate behind a gap is a no-op).
+    mutating func holdOrSkip(_ c: SignedCommit, _ verdict: CommitVerdict, fromHeld: Bool) throws {
+        if c.commit.seq <= (state.heads[c.commit.origin]?.seq ?? 0) {
+            guard let node = registry.node(c.commit.origin) else { return }
+            try handleKnownSeq(c, node: node, fromHeld: fromHeld)
+            return
+        }
+        try hold(c, verdict, fromHeld: fromHeld)
+    }
+
+    mutating func unhold(_ c: SignedCommit) throws {
+        try db.cachedStatement(sql: "DELETE FROM held WHERE hash = ?").execute(arguments: [Data(c.hash)])
+    }
+
+    mutating func reject(_ c: SignedCommit, _ verdict: CommitVerdict, fromHeld: Bool) throws {
+        if fromHeld { try unhold(c) }
+        try logRejection(c, verdict)
+    }
+
+    mutating func logRejection(_ c: SignedCommit, _ verdict: CommitVerdict) throws {
+        try db.cachedStatement(sql: """
+            INSERT OR IGNORE INTO rejected (origin, seq, hash, reason, detail, at, body, sig) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            """).execute(arguments: [
+                c.commit.origin.rawValue, Int64(c.commit.seq), Data(c.hash), verdict.reason.rawValue, verdict.detail,
+                Int64(now), Data(c.canonicalBytes), Data(c.signature),
+            ])
+        report.rejected.append(RejectedCommit(ref: c.ref, hash: c.hash, reason: verdict.reason, detail: verdict.detail, at: now))
+    }
+
+    /// Feeds held commits back through `ingest` until no origin's head moves.
+    mutating func retryHeld() throws {
+        while true {
+            let before = state.heads.mapValues(\.seq)
+            let origins = try String.fetchAll(db, sql: "SELECT DISTINCT origin FROM held")
+            guard !origins.isEmpty else { return }
+            var candidates: [SignedCommit] = []
+            for origin in origins {
+                let headSeq = NodeID(origin).flatMap { state.heads[$0]?.seq } ?? 0
+                let rows = try Row.fetchAll(
+                    db, sql: "SELECT body, sig FROM held WHERE origin = ? AND seq <= ? ORDER BY seq LIMIT 10000",
+                    arguments: [origin, Int64(headSeq) + 10000])
+                for row in rows {
+                    do {
+                        candidates.append(try SignedCommit(canonicalBytes: [UInt8](row[0] as Data), signature: [UInt8](row[1] as Data)))
+                    } catch {
+                        continue
+                    }
+                }
+            }
+            try ingest(candidates, fromHeld: true)
+            if state.heads.mapValues(\.seq) == before { return }
+        }
+    }
+
+    // MARK: Bookkeeping
+
+    mutating func flush() throws {
+        if !dirtyBuckets.isEmpty {
+            let statement = try db.cachedStatement(sql: "INSERT OR REPLACE INTO digest_buckets (bucket, sum) VALUES (?, ?)")
+            for b in dirtyBuckets {
+                statement.setUncheckedArguments([b, Data(state.buckets[b].bytes)])
+                try statement.execute()
+            }
+        }
+        if !dirtyHeads.isEmpty {
+            let statement = try db.cachedStatement(sql: "INSERT OR REPLACE INTO heads (origin, seq, hash) VALUES (?, ?, ?)")
+            for origin in dirtyHeads {
+                let head = state.heads[origin]!
+                statement.setUncheckedArguments([origin.rawValue, Int64(head.seq), Data(head.hash)])
+                try statement.execute()
+            }
+        }
+        if clockMoved {
+            try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('clock', ?)",
+                           arguments: [Int64(bitPattern: state.clock.last.rawValue)])
+        }
+    }
+}

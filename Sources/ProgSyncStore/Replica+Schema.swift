@@ -1,0 +1,93 @@
+import GRDB
+
+extension Replica {
+    /// Numbered migrations; never edit one that has shipped, add the next.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            // Every authenticated commit, in arrival order (lsn): the changes feed for peers.
+            // status 0 = applied, 1 = authentic but refused (kept so the origin's chain relays).
+            try db.execute(sql: """
+                CREATE TABLE commits (
+                    lsn INTEGER PRIMARY KEY,
+                    origin TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    stamp INTEGER NOT NULL,
+                    hash BLOB NOT NULL,
+                    body BLOB NOT NULL,
+                    sig BLOB NOT NULL,
+                    status INTEGER NOT NULL DEFAULT 0
+                );
+                CREATE UNIQUE INDEX commits_by_origin ON commits(origin, seq);
+                -- The version vector: highest contiguous seq per origin and that commit's hash.
+                CREATE TABLE heads (
+                    origin TEXT PRIMARY KEY,
+                    seq INTEGER NOT NULL,
+                    hash BLOB NOT NULL
+                ) WITHOUT ROWID;
+                -- Current winners.
+                CREATE TABLE fields (
+                    record TEXT NOT NULL,
+                    field TEXT NOT NULL,
+                    value TEXT NOT NULL,
+                    stamp INTEGER NOT NULL,
+                    origin TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    PRIMARY KEY (record, field)
+                ) WITHOUT ROWID;
+                -- Conflict losers: versions nobody superseded that lost to the winner.
+                CREATE TABLE conflicts (
+                    record TEXT NOT NULL,
+                    field TEXT NOT NULL,
+                    origin TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    stamp INTEGER NOT NULL,
+                    value TEXT NOT NULL,
+                    PRIMARY KEY (record, field, origin, seq)
+                ) WITHOUT ROWID;
+                -- Which commits touched a record, for history.
+                CREATE TABLE record_commits (
+                    record TEXT NOT NULL,
+                    lsn INTEGER NOT NULL,
+                    PRIMARY KEY (record, lsn)
+                ) WITHOUT ROWID;
+                -- Held commits (unknown key, gap, missing dependency, clock ahead): not applied, not dropped.
+                CREATE TABLE held (
+                    hash BLOB PRIMARY KEY,
+                    origin TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    stamp INTEGER NOT NULL,
+                    reason TEXT NOT NULL,
+                    detail TEXT NOT NULL,
+                    received_at INTEGER NOT NULL,
+                    body BLOB NOT NULL,
+                    sig BLOB NOT NULL
+                ) WITHOUT ROWID;
+                CREATE INDEX held_by_origin ON held(origin, seq);
+                -- Refused commits with the reason; never applied.
+                CREATE TABLE rejected (
+                    id INTEGER PRIMARY KEY,
+                    origin TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    hash BLOB NOT NULL,
+                    reason TEXT NOT NULL,
+                    detail TEXT NOT NULL,
+                    at INTEGER NOT NULL,
+                    body BLOB NOT NULL,
+                    sig BLOB NOT NULL
+                );
+                CREATE UNIQUE INDEX rejected_by_hash ON rejected(hash);
+                -- Digest leaves, maintained with every merge.
+                CREATE TABLE digest_buckets (
+                    bucket INTEGER PRIMARY KEY,
+                    sum BLOB NOT NULL
+                );
+                CREATE TABLE meta (
+                    key TEXT PRIMARY KEY,
+                    value
+                ) WITHOUT ROWID;
+                """)
+        }
+        return migrator
+    }
+}

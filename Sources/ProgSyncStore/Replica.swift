@@ -1,0 +1,268 @@
+import Foundation
+import GRDB
+import Logging
+import ProgSyncCore
+import Synchronization
+
+/// How a replica is opened. `now` is injectable so tests can run a node with a skewed clock.
+public struct ReplicaConfiguration: Sendable {
+    public var path: String
+    public var identity: NodeIdentity
+    public var org: String
+    public var registry: PartnerRegistry
+    public var maxClockOffsetMilliseconds: UInt64
+    public var now: @Sendable () -> UInt64
+
+    public init(
+        path: String, identity: NodeIdentity, org: String, registry: PartnerRegistry,
+        maxClockOffsetMilliseconds: UInt64 = 5 * 60 * 1000,
+        now: @escaping @Sendable () -> UInt64 = Replica.wallClockMilliseconds
+    ) {
+        self.path = path
+        self.identity = identity
+        self.org = org
+        self.registry = registry
+        self.maxClockOffsetMilliseconds = maxClockOffsetMilliseconds
+        self.now = now
+    }
+}
+
+/// A field change asked for by a local user, before it becomes part of a commit.
+public struct FieldWrite: Sendable, Hashable {
+    public var record: String
+    public var field: String
+    public var value: JSONValue
+    public init(record: String, field: String, value: JSONValue) {
+        self.record = record
+        self.field = field
+        self.value = value
+    }
+}
+
+/// What one `apply` did.
+public struct ApplyReport: Sendable, Equatable {
+    public var applied = 0
+    public var duplicates = 0
+    public var changesMerged = 0
+    public var held: [HeldCommit] = []
+    public var rejected: [RejectedCommit] = []
+    /// Arrival sequence numbers given to the commits stored by this call.
+    public var lsns: ClosedRange<Int64>?
+
+    public init() {}
+
+    mutating func stored(lsn: Int64) {
+        lsns = lsns.map { $0.lowerBound...lsn } ?? lsn...lsn
+    }
+}
+
+public struct HeldCommit: Sendable, Equatable {
+    public var ref: CommitRef
+    public var hash: [UInt8]
+    public var stamp: Stamp
+    public var reason: CommitVerdict.Reason
+    public var detail: String
+    public var receivedAt: UInt64
+}
+
+public struct RejectedCommit: Sendable, Equatable {
+    public var ref: CommitRef
+    public var hash: [UInt8]
+    public var reason: CommitVerdict.Reason
+    public var detail: String
+    public var at: UInt64
+}
+
+/// Refusals of a local write, each with a message fit for the person who asked.
+public struct ReplicaError: Error, CustomStringConvertible, Sendable {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        let rawValue: String
+        public var description: String { rawValue }
+        public static let invalid = Code(rawValue: "invalid")
+        public static let forbidden = Code(rawValue: "forbidden")
+        public static let notFound = Code(rawValue: "not-found")
+        public static let corrupt = Code(rawValue: "corrupt")
+    }
+    public var code: Code
+    public var message: String
+    public var description: String { message }
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+}
+
+/// The durable replica: one SQLite file, one writer, many readers. Every commit, local or remote,
+/// goes through the same verify → authorise → merge path inside one transaction.
+public final class Replica: Sendable {
+    public struct Head: Sendable, Hashable {
+        public var seq: UInt64
+        public var hash: [UInt8]
+    }
+
+    struct State: Sendable {
+        var heads: [NodeID: Head]
+        var buckets: [BucketSum]
+        var clock: HybridLogicalClock
+        var registry: PartnerRegistry
+    }
+
+    public let configuration: ReplicaConfiguration
+    public var identity: NodeIdentity { configuration.identity }
+    public var nodeID: NodeID { configuration.identity.id }
+    let pool: DatabasePool
+    let state: Mutex<State>
+
+    public static let wallClockMilliseconds: @Sendable () -> UInt64 = {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+    }
+
+    public init(configuration: ReplicaConfiguration) throws {
+        self.configuration = configuration
+        var config = Configuration()
+        config.prepareDatabase { db in
+            // FULL: a commit acknowledged to a client or peer survives power loss.
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        config.busyMode = .timeout(10)
+        pool = try DatabasePool(path: configuration.path, configuration: config)
+        try Self.migrator.migrate(pool)
+        let loaded = try pool.read { db -> State in
+            var heads: [NodeID: Head] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT origin, seq, hash FROM heads") {
+                guard let id = NodeID(row[0]) else { throw ReplicaError(.corrupt, "invalid origin in heads table") }
+                heads[id] = Head(seq: UInt64(row[1] as Int64), hash: [UInt8](row[2] as Data))
+            }
+            var buckets = [BucketSum](repeating: .zero, count: ReplicaDigest.bucketCount)
+            for row in try Row.fetchAll(db, sql: "SELECT bucket, sum FROM digest_buckets") {
+                let i: Int = row[0]
+                guard (0..<ReplicaDigest.bucketCount).contains(i) else { continue }
+                buckets[i] = BucketSum(bytes: [UInt8](row[1] as Data))
+            }
+            let persisted = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'clock'") ?? 0
+            let maxStamp = try Int64.fetchOne(db, sql: "SELECT max(stamp) FROM commits") ?? 0
+            let clock = HybridLogicalClock(last: Stamp(rawValue: UInt64(bitPattern: max(persisted, maxStamp))))
+            return State(heads: heads, buckets: buckets, clock: clock, registry: configuration.registry)
+        }
+        state = Mutex(loaded)
+    }
+
+    /// Runs `body` as the only writer, in one transaction; the in-memory caches change only if
+    /// the transaction commits.
+    func write<T>(_ body: (inout ApplyContext) throws -> T) throws -> T {
+        try pool.writeWithoutTransaction { db in
+            let snapshot = state.withLock { $0 }
+            var context = ApplyContext(db: db, replica: self, state: snapshot)
+            var result: T?
+            try db.inTransaction {
+                result = try body(&context)
+                try context.flush()
+                return .commit
+            }
+            state.withLock { $0 = context.state }
+            return result!
+        }
+    }
+
+    // MARK: Writing
+
+    /// Turns local field writes into one signed commit and applies it, in one transaction.
+    /// `resolving` supersedes every competing version of the written fields, closing conflicts.
+    @discardableResult
+    public func commitLocal(author: String, writes: [FieldWrite], resolving: Bool = false) throws -> SignedCommit {
+        guard !writes.isEmpty else { throw ReplicaError(.invalid, "nothing to change") }
+        for w in writes {
+            guard ProgrammeSchema.isValidRecordID(w.record) else {
+                throw ReplicaError(.invalid, "invalid record id \"\(w.record.prefix(140))\": use 1–128 of A-Z a-z 0-9 . _ : -")
+            }
+            do { try ProgrammeSchema.validate(field: w.field, value: w.value) } catch {
+                throw ReplicaError(.invalid, "\(error)")
+            }
+        }
+        return try write { ctx in try ctx.commitLocal(author: author, writes: writes, resolving: resolving) }
+    }
+
+    /// Applies remote commits (any order, duplicates allowed). Commits that cannot be applied yet
+    /// are held, refused ones are logged; `inTransaction` runs in the same transaction (a peer
+    /// cursor, say), so the batch and its bookkeeping land together or not at all.
+    @discardableResult
+    public func apply(_ commits: [SignedCommit], inTransaction extra: ((Database) throws -> Void)? = nil) throws -> ApplyReport {
+        try write { ctx in
+            try ctx.ingest(commits, fromHeld: false)
+            try ctx.retryHeld()
+            try extra?(ctx.db)
+            return ctx.report
+        }
+    }
+
+    /// Retries held commits (after time passed or the registry changed).
+    @discardableResult
+    public func retryHeld() throws -> ApplyReport {
+        try write { ctx in
+            try ctx.retryHeld()
+            return ctx.report
+        }
+    }
+
+    /// An operator releases a commit held for its clock: it is applied although it is ahead.
+    @discardableResult
+    public func releaseHeld(hash: [UInt8]) throws -> ApplyReport {
+        try write { ctx in
+            guard let row = try Row.fetchOne(ctx.db, sql: "SELECT body, sig, reason FROM held WHERE hash = ?", arguments: [Data(hash)])
+            else { throw ReplicaError(.notFound, "no held commit with that hash") }
+            let commit = try SignedCommit(canonicalBytes: [UInt8](row[0] as Data), signature: [UInt8](row[1] as Data))
+            ctx.releasedFromClockGuard.insert(commit.hash)
+            try ctx.ingest([commit], fromHeld: true)
+            try ctx.retryHeld()
+            return ctx.report
+        }
+    }
+
+    public func updateRegistry(_ registry: PartnerRegistry) throws {
+        pool.writeWithoutTransaction { _ in state.withLock { $0.registry = registry } }
+        try retryHeld()
+    }
+
+    public var registry: PartnerRegistry { state.withLock { $0.registry } }
+
+    // MARK: Reading
+
+    public var versionVector: [NodeID: UInt64] { state.withLock { $0.heads.mapValues(\.seq) } }
+    public var heads: [NodeID: Head] { state.withLock { $0.heads } }
+    public var clock: Stamp { state.withLock { $0.clock.last } }
+    public var digestBuckets: [BucketSum] { state.withLock { $0.buckets } }
+    public var digestRoot: [UInt8] { ReplicaDigest.root(digestBuckets) }
+
+    /// Recomputes every bucket from the winners table: what the digest should be, independent of
+    /// the maintained sums (used to detect a replica changed behind the daemon's back).
+    public func recomputeDigestBuckets() throws -> [BucketSum] {
+        try pool.read { db in
+            var buckets = [BucketSum](repeating: .zero, count: ReplicaDigest.bucketCount)
+            let rows = try Row.fetchCursor(db, sql: "SELECT record, field, value, stamp, origin, seq FROM fields")
+            while let row = try rows.next() {
+                let record: String = row[0]
+                let field: String = row[1]
+                let version = try Self.version(value: row[2], stamp: row[3], origin: row[4], seq: row[5])
+                let b = ReplicaDigest.bucket(ofRecord: record)
+                buckets[b] = buckets[b] + ReplicaDigest.entryHash(record: record, field: field, version: version)
+            }
+            return buckets
+        }
+    }
+
+    static func version(value: String, stamp: Int64, origin: String, seq: Int64) throws -> FieldVersion {
+        guard let id = NodeID(origin) else { throw ReplicaError(.corrupt, "invalid origin in replica") }
+        return FieldVersion(value: Array(value.utf8), stamp: Stamp(rawValue: UInt64(bitPattern: stamp)), origin: id, seq: UInt64(seq))
+    }
+
+    /// Runs a read-only query on a snapshot.
+    public func read<T>(_ body: (Database) throws -> T) throws -> T {
+        try pool.read(body)
+    }
+
+    public func close() throws {
+        try pool.close()
+    }
+}
