@@ -46,6 +46,7 @@ let package = Package(
             dependencies: [
                 "ProgSyncCore",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -79,8 +80,9 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .executableTarget(
-            name: "progsync",
+        // The CLI: commands and pure logic (CSV, field values, reports, tables); testable.
+        .target(
+            name: "ProgSyncCLI",
             dependencies: [
                 "ProgSyncCore", "ProgSyncHTTPClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -88,12 +90,30 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .executableTarget(
+            name: "progsync",
+            dependencies: ["ProgSyncCLI"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
             name: "ProgSyncBench",
             dependencies: [
                 "ProgSyncCore", "ProgSyncStore",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
             ],
             path: "Benchmarks/ProgSyncBench",
+            swiftSettings: swiftSettings
+        ),
+        // Applies one large batch so the crash test can kill it mid-transaction.
+        .executableTarget(
+            name: "progsync-crash-writer",
+            dependencies: ["ProgSyncCore", "ProgSyncStore", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Tests/CrashWriter",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ProgSyncCLITests",
+            dependencies: ["ProgSyncCLI", "ProgSyncCore"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -109,7 +129,11 @@ let package = Package(
         ),
         .testTarget(
             name: "ProgSyncStoreTests",
-            dependencies: ["ProgSyncCore", "ProgSyncStore", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "ProgSyncCore", "ProgSyncStore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

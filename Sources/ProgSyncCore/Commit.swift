@@ -19,13 +19,22 @@ public struct CommitRef: Sendable, Hashable, Comparable, CustomStringConvertible
 public struct Change: Sendable, Hashable {
     public var record: String
     public var field: String
-    public var value: JSONValue
+    public var value: JSONValue {
+        didSet { valueBytes = value.canonicalBytes }
+    }
     public var supersedes: [CommitRef]
+    /// The value's canonical JSON, made once: it is signed, size-checked, hashed and stored.
+    public private(set) var valueBytes: [UInt8]
 
     public init(record: String, field: String, value: JSONValue, supersedes: [CommitRef] = []) {
+        self.init(record: record, field: field, value: value, valueBytes: value.canonicalBytes, supersedes: supersedes)
+    }
+
+    init(record: String, field: String, value: JSONValue, valueBytes: [UInt8], supersedes: [CommitRef]) {
         self.record = record
         self.field = field
         self.value = value
+        self.valueBytes = valueBytes
         self.supersedes = supersedes.sorted()
     }
 }
@@ -91,7 +100,7 @@ public struct Commit: Sendable, Hashable {
         for change in changes {
             w.string(change.record)
             w.string(change.field)
-            w.blob(change.value.canonicalBytes)
+            w.blob(change.valueBytes)
             w.u32(UInt32(change.supersedes.count))
             for ref in change.supersedes {
                 w.string(ref.origin.rawValue)
@@ -132,7 +141,9 @@ public struct Commit: Sendable, Hashable {
                 guard let o = NodeID(try r.string()) else { throw CommitDecodingError("invalid supersedes ref") }
                 supersedes.append(CommitRef(origin: o, seq: try r.u64()))
             }
-            changes.append(Change(record: record, field: field, value: value, supersedes: supersedes))
+            // Canonical bytes must re-encode identically, or the signature would cover other bytes.
+            guard value.canonicalBytes == valueBytes else { throw CommitDecodingError("value not in canonical form") }
+            changes.append(Change(record: record, field: field, value: value, valueBytes: valueBytes, supersedes: supersedes))
         }
         guard r.isAtEnd else { throw CommitDecodingError("trailing bytes") }
         self.changes = changes

@@ -45,17 +45,21 @@ public enum CommitRules {
         if (commit.seq == 1) != commit.prev.isEmpty || (!commit.prev.isEmpty && commit.prev.count != 32) {
             return CommitVerdict(.invalid, "prev hash does not fit seq \(commit.seq)")
         }
-        var seen = Set<String>()
+        struct FieldKey: Hashable {
+            let record: String
+            let field: String
+        }
+        var seen = Set<FieldKey>(minimumCapacity: commit.changes.count)
         for change in commit.changes {
             guard ProgrammeSchema.isValidRecordID(change.record) else {
                 return CommitVerdict(.invalid, "invalid record id")
             }
             do {
-                try ProgrammeSchema.validate(field: change.field, value: change.value)
+                try ProgrammeSchema.validate(field: change.field, value: change.value, canonicalSize: change.valueBytes.count)
             } catch {
                 return CommitVerdict(.invalid, "record \(change.record): \(error)")
             }
-            if !seen.insert(change.record + "\u{0}" + change.field).inserted {
+            if !seen.insert(FieldKey(record: change.record, field: change.field)).inserted {
                 return CommitVerdict(.invalid, "record \(change.record) field \(change.field) changed twice in one commit")
             }
             for ref in change.supersedes where ref.origin == commit.origin && ref.seq >= commit.seq {

@@ -115,10 +115,14 @@ public enum ProgrammeSchema {
 
     /// Checks one field change; `null` clears an optional field.
     public static func validate(field: String, value: JSONValue) throws(SchemaError) {
+        try validate(field: field, value: value, canonicalSize: value.canonicalBytes.count)
+    }
+
+    public static func validate(field: String, value: JSONValue, canonicalSize: Int) throws(SchemaError) {
         guard fieldNames.contains(field) else {
             throw SchemaError(field: field, message: "unknown field; allowed: \(fieldNames.sorted().joined(separator: ", "))")
         }
-        if value.canonicalBytes.count > maxValueBytes {
+        if canonicalSize > maxValueBytes {
             throw SchemaError(field: field, message: "value larger than \(maxValueBytes) bytes")
         }
         switch field {

@@ -21,17 +21,16 @@ public enum ReplicaDigest {
 
     public static func entryHash(record: String, field: String, version: FieldVersion) -> BucketSum {
         var hasher = SHA256()
-        var header: [UInt8] = []
-        header.reserveCapacity(record.utf8.count + field.utf8.count + 40)
-        header.append(contentsOf: record.utf8)
-        header.append(0)
-        header.append(contentsOf: field.utf8)
-        header.append(0)
-        withUnsafeBytes(of: version.stamp.rawValue.bigEndian) { header.append(contentsOf: $0) }
-        header.append(contentsOf: version.origin.rawValue.utf8)
-        header.append(0)
-        hasher.update(data: header)
-        hasher.update(data: version.value)
+        var record = record, field = field, origin = version.origin.rawValue
+        let zero: [UInt8] = [0]
+        record.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        hasher.update(data: zero)
+        field.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        hasher.update(data: zero)
+        withUnsafeBytes(of: version.stamp.rawValue.bigEndian) { hasher.update(bufferPointer: $0) }
+        origin.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        hasher.update(data: zero)
+        version.value.withUnsafeBytes { hasher.update(bufferPointer: $0) }
         return BucketSum(digest: hasher.finalize())
     }
 

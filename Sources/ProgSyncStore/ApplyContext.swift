@@ -214,11 +214,14 @@ struct ApplyContext {
         }
         let insert = try db.cachedStatement(
             sql: "INSERT INTO commits (origin, seq, stamp, hash, body, sig, status) VALUES (?, ?, ?, ?, ?, ?, ?)")
-        insert.setUncheckedArguments([
-            commit.origin.rawValue, Int64(commit.seq), Int64(bitPattern: commit.stamp.rawValue),
-            Data(c.hash), Data(c.canonicalBytes), Data(c.signature), verdict == nil ? 0 : 1,
-        ])
-        try insert.execute()
+        insert.bind(1, commit.origin.rawValue)
+        insert.bind(2, Int64(commit.seq))
+        insert.bind(3, Int64(bitPattern: commit.stamp.rawValue))
+        insert.bind(4, blob: c.hash)
+        insert.bind(5, blob: c.canonicalBytes)
+        insert.bind(6, blob: c.signature)
+        insert.bind(7, verdict == nil ? 0 : 1)
+        try insert.run()
         let lsn = db.lastInsertedRowID
         report.stored(lsn: lsn)
         state.heads[commit.origin] = Replica.Head(seq: commit.seq, hash: c.hash)
@@ -233,19 +236,60 @@ struct ApplyContext {
             return
         }
         report.applied += 1
-        var lastRecord: String?
         let touch = try db.cachedStatement(sql: "INSERT OR IGNORE INTO record_commits (record, lsn) VALUES (?, ?)")
-        for change in commit.changes {
-            if change.record != lastRecord {
-                touch.setUncheckedArguments([change.record, lsn])
-                try touch.execute()
-                lastRecord = change.record
+        let changes = commit.changes
+        var start = 0
+        while start < changes.count {
+            let record = changes[start].record
+            var end = start + 1
+            while end < changes.count, changes[end].record == record { end += 1 }
+            touch.bind(1, record)
+            touch.bind(2, lsn)
+            try touch.run()
+            let versions = changes[start..<end].map {
+                FieldVersion(value: $0.valueBytes, stamp: commit.stamp, origin: commit.origin, seq: commit.seq)
             }
-            let version = FieldVersion(
-                value: change.value.canonicalBytes, stamp: commit.stamp, origin: commit.origin, seq: commit.seq)
-            try merge(record: change.record, field: change.field, version: version, supersedes: change.supersedes)
+            if try isNewRecord(record) {
+                try insertNewFields(record: record, changes: changes[start..<end], versions: versions)
+            } else {
+                for (change, version) in zip(changes[start..<end], versions) {
+                    try merge(record: record, field: change.field, version: version, supersedes: change.supersedes)
+                }
+            }
+            start = end
         }
-        report.changesMerged += commit.changes.count
+        report.changesMerged += changes.count
+    }
+
+    func isNewRecord(_ record: String) throws -> Bool {
+        try Row.fetchOne(try db.cachedStatement(sql: "SELECT 1 FROM fields WHERE record = ? LIMIT 1"), arguments: [record]) == nil
+    }
+
+    /// A record this replica has never seen: its fields need no merge, only a multi-row insert.
+    mutating func insertNewFields(record: String, changes: ArraySlice<Change>, versions: [FieldVersion]) throws {
+        let bucket = ReplicaDigest.bucket(ofRecord: record)
+        var index = 0
+        for chunk in stride(from: 0, to: versions.count, by: 16) {
+            let n = min(16, versions.count - chunk)
+            let placeholders = Array(repeating: "(?, ?, ?, ?, ?, ?)", count: n).joined(separator: ", ")
+            let statement = try db.cachedStatement(
+                sql: "INSERT INTO fields (record, field, value, stamp, origin, seq) VALUES \(placeholders)")
+            var column: Int32 = 1
+            for k in chunk..<(chunk + n) {
+                let change = changes[changes.startIndex + k]
+                let version = versions[k]
+                statement.bind(column, record)
+                statement.bind(column + 1, change.field)
+                statement.bind(column + 2, text: version.value)
+                statement.bind(column + 3, Int64(bitPattern: version.stamp.rawValue))
+                statement.bind(column + 4, version.origin.rawValue)
+                statement.bind(column + 5, Int64(version.seq))
+                column += 6
+                addToBucket(bucket, ReplicaDigest.entryHash(record: record, field: change.field, version: version))
+                index += 1
+            }
+            try statement.run()
+        }
     }
 
     func ownerSetBy(_ ref: CommitRef, record: String) -> String? {
@@ -262,11 +306,13 @@ struct ApplyContext {
         // Fast path: a field nobody wrote before has no frontier to merge with.
         let insert = try db.cachedStatement(
             sql: "INSERT INTO fields (record, field, value, stamp, origin, seq) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
-        insert.setUncheckedArguments([
-            record, field, String(decoding: version.value, as: UTF8.self),
-            Int64(bitPattern: version.stamp.rawValue), version.origin.rawValue, Int64(version.seq),
-        ])
-        try insert.execute()
+        insert.bind(1, record)
+        insert.bind(2, field)
+        insert.bind(3, text: version.value)
+        insert.bind(4, Int64(bitPattern: version.stamp.rawValue))
+        insert.bind(5, version.origin.rawValue)
+        insert.bind(6, Int64(version.seq))
+        try insert.run()
         let bucket = ReplicaDigest.bucket(ofRecord: record)
         if db.changesCount == 1 {
             addToBucket(bucket, ReplicaDigest.entryHash(record: record, field: field, version: version))

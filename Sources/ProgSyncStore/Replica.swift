@@ -110,7 +110,7 @@ public final class Replica: Sendable {
     public let configuration: ReplicaConfiguration
     public var identity: NodeIdentity { configuration.identity }
     public var nodeID: NodeID { configuration.identity.id }
-    let pool: DatabasePool
+    let pool: any DatabaseWriter
     let state: Mutex<State>
 
     public static let wallClockMilliseconds: @Sendable () -> UInt64 = {
@@ -125,9 +125,14 @@ public final class Replica: Sendable {
         config.prepareDatabase { db in
             // FULL: a commit acknowledged to a client or peer survives power loss.
             try db.execute(sql: "PRAGMA synchronous = FULL")
+            // 64 MiB of page cache: bulk merges touch B-tree pages all over the fields table.
+            try db.execute(sql: "PRAGMA cache_size = -65536")
         }
         config.busyMode = .timeout(10)
-        pool = try DatabasePool(path: configuration.path, configuration: config)
+        // ":memory:" gives a private in-memory replica (property tests); anything else a WAL file.
+        pool = configuration.path == ":memory:"
+            ? try DatabaseQueue(configuration: config)
+            : try DatabasePool(path: configuration.path, configuration: config)
         try Self.migrator.migrate(pool)
         let loaded = try pool.read { db -> State in
             var heads: [NodeID: Head] = [:]

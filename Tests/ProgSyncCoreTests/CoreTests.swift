@@ -1,0 +1,198 @@
+import ProgSyncCore
+import Testing
+
+@Suite struct JSONTests {
+    @Test func canonicalFormSortsKeysAndDropsWhitespace() throws {
+        let v = try JSONParser.parse(#" { "b" : [1, 2.5, true, null], "a": "é\n\"✓\"" } "#)
+        #expect(v.canonicalString == #"{"a":"é\n\"✓\"","b":[1,2.5,true,null]}"#)
+        #expect(try JSONParser.parse(v.canonicalBytes) == v)
+    }
+
+    @Test func refusesBadInput() {
+        for bad in ["{", "[1,]", "{\"a\":1,\"a\":2}", "01", "\"\\x\"", "nul", "1 2", "\"\u{01}\"", "\"\\ud800\""] {
+            #expect(throws: JSONParseError.self, "\(bad)") { try JSONParser.parse(bad) }
+        }
+        #expect(throws: JSONParseError.self) { try JSONParser.parse([0x22, 0xFF, 0xFE, 0x22]) }  // invalid UTF-8
+    }
+
+    @Test func depthIsLimitedWhileParsing() throws {
+        let deep = String(repeating: "[", count: 1000) + String(repeating: "]", count: 1000)
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(deep, maxDepth: 64) }
+        #expect(try JSONParser.parse("[[[]]]", maxDepth: 3) == [[[]]])
+    }
+
+    @Test func surrogatePairsDecode() throws {
+        #expect(try JSONParser.parse(#""\ud83d\udcc5""#) == "📅")
+    }
+}
+
+@Suite struct ClockTests {
+    @Test func tickIsStrictlyMonotonicEvenWhenTimeStandsStillOrGoesBack() {
+        var clock = HybridLogicalClock()
+        var last = Stamp.zero
+        for now: UInt64 in [1000, 1000, 1000, 999, 500, 1001, 1001] {
+            let s = clock.tick(nowMilliseconds: now)
+            #expect(s > last)
+            last = s
+        }
+        #expect(last.milliseconds == 1001)
+    }
+
+    @Test func receiveTakesTheMaximumAndBumpsTheCounter() {
+        var clock = HybridLogicalClock(last: Stamp(milliseconds: 1000, counter: 3))
+        clock.receive(Stamp(milliseconds: 2000, counter: 7), nowMilliseconds: 1500)
+        #expect(clock.last == Stamp(milliseconds: 2000, counter: 8))
+        clock.receive(Stamp(milliseconds: 2000, counter: 2), nowMilliseconds: 1500)
+        #expect(clock.last == Stamp(milliseconds: 2000, counter: 9))
+        clock.receive(Stamp(milliseconds: 10, counter: 0), nowMilliseconds: 3000)
+        #expect(clock.last == Stamp(milliseconds: 3000, counter: 0))
+    }
+
+    @Test func farAheadGuard() {
+        #expect(HybridLogicalClock.isTooFarAhead(Stamp(milliseconds: 400_001, counter: 0), nowMilliseconds: 100_000, maxOffsetMilliseconds: 300_000))
+        #expect(!HybridLogicalClock.isTooFarAhead(Stamp(milliseconds: 400_000, counter: 9), nowMilliseconds: 100_000, maxOffsetMilliseconds: 300_000))
+    }
+
+    @Test func stampTextForms() {
+        let s = Stamp(milliseconds: 1_637_020_800_000, counter: 2)
+        #expect(s.description == "2021-11-16T00:00:00.000Z/2")
+        #expect(Stamp(hex: s.hex) == s)
+    }
+}
+
+@Suite struct CommitTests {
+    let identity = NodeIdentity()
+
+    func sample() -> Commit {
+        Commit(origin: identity.id, seq: 2, stamp: Stamp(milliseconds: 1_700_000_000_000, counter: 1), author: "anna",
+               prev: [UInt8](repeating: 7, count: 32), ownerRefs: ["a1": CommitRef(origin: identity.id, seq: 1)],
+               changes: [Change(record: "a1", field: "status", value: "completed", supersedes: [CommitRef(origin: identity.id, seq: 1)]),
+                         Change(record: "a1", field: "partners", value: ["om", "politie"])])
+    }
+
+    @Test func canonicalBytesRoundTrip() throws {
+        let c = sample()
+        let decoded = try Commit(canonicalBytes: c.canonicalBytes)
+        #expect(decoded == c)
+        #expect(decoded.canonicalBytes == c.canonicalBytes)
+    }
+
+    @Test func signatureCoversEveryByte() throws {
+        let signed = try SignedCommit.sign(sample(), with: identity)
+        #expect(signed.hasValidSignature(publicKey: identity.publicKey))
+        #expect(!signed.hasValidSignature(publicKey: NodeIdentity().publicKey))
+        var bytes = signed.canonicalBytes
+        bytes[bytes.count / 2] ^= 1
+        let flipped = SignedCommit(commit: signed.commit, canonicalBytes: bytes, signature: signed.signature)
+        #expect(!flipped.hasValidSignature(publicKey: identity.publicKey))
+    }
+
+    @Test func nodeIDComesFromTheKey() {
+        #expect(NodeID(publicKey: identity.publicKey) == identity.id)
+        #expect(identity.id.rawValue.count == 16)
+        #expect(NodeID("not-an-id") == nil)
+    }
+}
+
+@Suite struct SchemaTests {
+    @Test func statusesAndLabels() throws {
+        #expect(ProgrammeStatus.allCases.count == 7)
+        #expect(ProgrammeStatus(userInput: "In uitvoering maar met vertraging") == .delayed)
+        #expect(ProgrammeStatus(userInput: "✓") == .completed)
+        #expect(ProgrammeStatus(userInput: "ON-TRACK") == .onTrack)
+        #expect(ProgrammeStatus(userInput: "klaar") == nil)
+        #expect(throws: SchemaError.self) { try ProgrammeSchema.validate(field: "status", value: "klaar") }
+        do {
+            try ProgrammeSchema.validate(field: "status", value: "klaar")
+        } catch {
+            #expect(error.message.contains("not-started"))
+        }
+    }
+
+    @Test func recordIDs() {
+        #expect(ProgrammeSchema.isValidRecordID("al1.r04.a02"))
+        #expect(ProgrammeSchema.isValidRecordID("x:y-z_1"))
+        #expect(!ProgrammeSchema.isValidRecordID(""))
+        #expect(!ProgrammeSchema.isValidRecordID("a b"))
+        #expect(!ProgrammeSchema.isValidRecordID("a/b"))
+        #expect(!ProgrammeSchema.isValidRecordID(String(repeating: "a", count: 129)))
+    }
+
+    @Test func fieldValues() throws {
+        try ProgrammeSchema.validate(field: "partners", value: ["om", "politie"])
+        try ProgrammeSchema.validate(field: "due", value: "2022-06-30")
+        #expect(throws: SchemaError.self) { try ProgrammeSchema.validate(field: "due", value: "30-06-2022") }
+        #expect(throws: SchemaError.self) { try ProgrammeSchema.validate(field: "number", value: "3") }
+        #expect(throws: SchemaError.self) { try ProgrammeSchema.validate(field: "colour", value: "red") }
+        #expect(throws: SchemaError.self) { try ProgrammeSchema.validate(field: "owner", value: "Politie NL") }
+    }
+}
+
+/// The merge rule's laws, on the pure function.
+@Suite struct MergeLawTests {
+    let a = NodeID(publicKey: NodeIdentity().publicKey)
+    let b = NodeID(publicKey: NodeIdentity().publicKey)
+    let c = NodeID(publicKey: NodeIdentity().publicKey)
+
+    func v(_ origin: NodeID, _ seq: UInt64, _ ms: UInt64, _ value: String) -> FieldVersion {
+        FieldVersion(value: JSONValue.string(value).canonicalBytes, stamp: Stamp(milliseconds: ms, counter: 0), origin: origin, seq: seq)
+    }
+
+    func fold(_ items: [(FieldVersion, [CommitRef])], into start: FieldFrontier? = nil) -> FieldFrontier? {
+        items.reduce(start) { MergeRule.merge($0, with: $1.0, supersedes: $1.1) }
+    }
+
+    @Test func concurrentVersionsCommute() {
+        let x = v(a, 1, 100, "x"), y = v(b, 1, 100, "y"), z = v(c, 1, 90, "z")
+        let orders = [[x, y, z], [x, z, y], [y, x, z], [y, z, x], [z, x, y], [z, y, x]]
+        let results = Set(orders.map { fold($0.map { ($0, []) }) })
+        #expect(results.count == 1)
+        let f = results.first!!
+        #expect(f.winner == (a < b ? y : x))  // equal stamps: greater origin wins
+        #expect(f.losers.count == 2)
+    }
+
+    @Test func batchingIsAssociative() {
+        let base = v(a, 1, 100, "base")
+        let x = (v(b, 1, 200, "x"), [base.ref])
+        let y = (v(c, 1, 150, "y"), [base.ref])
+        let z = (v(a, 2, 300, "z"), [base.ref, CommitRef(origin: b, seq: 1)])
+        let start = fold([(base, [])])
+        let left = fold([z], into: fold([x, y], into: start))
+        let right = fold([y, z], into: fold([x], into: start))
+        #expect(left == right)
+        #expect(left?.winner == z.0)
+        #expect(left?.losers == [y.0])  // y was concurrent with z's view and nobody superseded it
+    }
+
+    @Test func applyingTwiceChangesNothing() {
+        let x = v(a, 1, 100, "x"), y = v(b, 1, 120, "y")
+        let once = fold([(x, []), (y, [])])
+        #expect(fold([(x, []), (y, []), (y, []), (x, [])]) == once)
+    }
+
+    @Test func supersedingClosesTheConflict() {
+        let x = v(a, 1, 100, "x"), y = v(b, 1, 120, "y")
+        let resolved = fold([(x, []), (y, []), (v(c, 1, 130, "r"), [x.ref, y.ref])])
+        #expect(resolved?.losers.isEmpty == true)
+        #expect(resolved?.winner.value == JSONValue.string("r").canonicalBytes)
+    }
+}
+
+@Suite struct DigestTests {
+    @Test func bucketSumsAreOrderFreeAndReversible() {
+        let o = NodeID(publicKey: NodeIdentity().publicKey)
+        let hashes = (0..<50).map { i in
+            ReplicaDigest.entryHash(record: "r\(i)", field: "title", version: FieldVersion(value: Array("\"t\(i)\"".utf8), stamp: Stamp(rawValue: UInt64(i)), origin: o, seq: 1))
+        }
+        let forward = hashes.reduce(BucketSum.zero, +)
+        let backward = hashes.reversed().reduce(BucketSum.zero, +)
+        #expect(forward == backward)
+        #expect(hashes.reduce(forward, -) == .zero)
+        var buckets = [BucketSum](repeating: .zero, count: ReplicaDigest.bucketCount)
+        let empty = ReplicaDigest.root(buckets)
+        buckets[7] = forward
+        #expect(ReplicaDigest.root(buckets) != empty)
+        #expect(BucketSum(bytes: forward.bytes) == forward)
+    }
+}
