@@ -153,11 +153,11 @@ public enum ProgrammeSchema {
                 throw SchemaError(field: field, message: "must be an organisation code ([a-z0-9-]{1,64})")
             }
         case "partners":
-            guard let a = value.arrayValue, a.allSatisfy({ $0.stringValue.map(isValidOrgCode) ?? false }) else {
+            guard value == .null || (value.arrayValue?.allSatisfy({ $0.stringValue.map(isValidOrgCode) ?? false }) ?? false) else {
                 throw SchemaError(field: field, message: "must be a list of organisation codes")
             }
         case "links":
-            guard let a = value.arrayValue, a.allSatisfy({ $0.stringValue != nil }) else {
+            guard value == .null || (value.arrayValue?.allSatisfy({ $0.stringValue != nil }) ?? false) else {
                 throw SchemaError(field: field, message: "must be a list of strings")
             }
         case "due":

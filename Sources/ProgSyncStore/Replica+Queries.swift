@@ -154,3 +154,91 @@ extension Replica {
         }
     }
 }
+
+/// Filters for listing records; every given filter must match.
+public struct RecordQuery: Sendable {
+    public var kind: String?
+    public var status: String?
+    public var owner: String?
+    public var result: String?
+    public var actionLine: String?
+    public var text: String?
+    public var deleted: Deleted = .exclude
+    public var limit = 100
+    public var offset = 0
+
+    public enum Deleted: String, Sendable { case exclude, include, only }
+    public init() {}
+}
+
+extension Replica {
+    /// Record ids matching a query, in id order, and how many match in all.
+    public func recordIDs(_ query: RecordQuery) throws -> (ids: [String], total: Int) {
+        var conditions: [String] = []
+        var arguments: [any DatabaseValueConvertible] = []
+        func fieldEquals(_ field: String, _ value: String?) {
+            guard let value else { return }
+            conditions.append("EXISTS (SELECT 1 FROM fields x WHERE x.record = k.record AND x.field = ? AND x.value = ?)")
+            arguments.append(field)
+            arguments.append(JSONValue.string(value).canonicalString)
+        }
+        fieldEquals("status", query.status)
+        fieldEquals("owner", query.owner)
+        fieldEquals("result", query.result)
+        fieldEquals("actionLine", query.actionLine)
+        if let kind = query.kind {
+            conditions.append("k.value = ?")
+            arguments.append(JSONValue.string(kind).canonicalString)
+        }
+        if let text = query.text, !text.isEmpty {
+            conditions.append("""
+                EXISTS (SELECT 1 FROM fields t WHERE t.record = k.record AND t.field IN ('title', 'explanation', 'theme')
+                AND t.value LIKE ? ESCAPE '\\')
+                """)
+            let escaped = text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
+                .replacingOccurrences(of: "_", with: "\\_")
+            arguments.append("%" + escaped + "%")
+        }
+        let deletedCheck = "EXISTS (SELECT 1 FROM fields d WHERE d.record = k.record AND d.field = 'deleted' AND d.value = 'true')"
+        switch query.deleted {
+        case .exclude: conditions.append("NOT " + deletedCheck)
+        case .only: conditions.append(deletedCheck)
+        case .include: break
+        }
+        let whereClause = "k.field = 'kind'" + conditions.map { " AND " + $0 }.joined()
+        return try pool.read { db in
+            let total = try Int.fetchOne(db, sql: "SELECT count(*) FROM fields k WHERE \(whereClause)",
+                                         arguments: StatementArguments(arguments)) ?? 0
+            let ids = try String.fetchAll(
+                db, sql: "SELECT k.record FROM fields k WHERE \(whereClause) ORDER BY k.record LIMIT ? OFFSET ?",
+                arguments: StatementArguments(arguments + [query.limit, query.offset]))
+            return (ids, total)
+        }
+    }
+
+    public struct Counts: Sendable {
+        public var byKind: [String: Int]
+        public var deleted: Int
+        public var conflicts: Int
+        public var held: Int
+        public var rejected: Int
+        public var fields: Int
+    }
+
+    public func counts() throws -> Counts {
+        try pool.read { db in
+            var byKind: [String: Int] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT value, count(*) FROM fields WHERE field = 'kind' GROUP BY value") {
+                let value: String = row[0]
+                byKind[(try? JSONParser.parse(value).stringValue ?? value) ?? value] = row[1]
+            }
+            return Counts(
+                byKind: byKind,
+                deleted: try Int.fetchOne(db, sql: "SELECT count(*) FROM fields WHERE field = 'deleted' AND value = 'true'") ?? 0,
+                conflicts: try Int.fetchOne(db, sql: "SELECT count(*) FROM (SELECT DISTINCT record, field FROM conflicts)") ?? 0,
+                held: try Int.fetchOne(db, sql: "SELECT count(*) FROM held") ?? 0,
+                rejected: try Int.fetchOne(db, sql: "SELECT count(*) FROM rejected") ?? 0,
+                fields: try Int.fetchOne(db, sql: "SELECT count(*) FROM fields") ?? 0)
+        }
+    }
+}

@@ -189,6 +189,21 @@ public final class Replica: Sendable {
         return try write { ctx in try ctx.commitLocal(author: author, writes: writes, resolving: resolving) }
     }
 
+    /// Several local commits in one transaction: an import lands whole or not at all, yet each
+    /// commit stays bounded in size.
+    @discardableResult
+    public func commitLocalBatch(author: String, commits: [[FieldWrite]]) throws -> [SignedCommit] {
+        for writes in commits {
+            for w in writes {
+                guard ProgrammeSchema.isValidRecordID(w.record) else { throw ReplicaError(.invalid, "invalid record id \"\(w.record.prefix(140))\"") }
+                do { try ProgrammeSchema.validate(field: w.field, value: w.value) } catch { throw ReplicaError(.invalid, "record \(w.record): \(error)") }
+            }
+        }
+        return try write { ctx in
+            try commits.filter { !$0.isEmpty }.map { try ctx.commitLocal(author: author, writes: $0, resolving: false) }
+        }
+    }
+
     /// Applies remote commits (any order, duplicates allowed). Commits that cannot be applied yet
     /// are held, refused ones are logged; `inTransaction` runs in the same transaction (a peer
     /// cursor, say), so the batch and its bookkeeping land together or not at all.

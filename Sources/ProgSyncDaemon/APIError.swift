@@ -1,0 +1,74 @@
+import Foundation
+import Logging
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import ProgSyncCore
+import ProgSyncStore
+
+/// An error answered as `{"error": code, "message": text}` with its status.
+struct APIError: Error, HTTPResponseError {
+    var status: HTTPResponse.Status
+    var code: String
+    var message: String
+
+    init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
+        self.status = status
+        self.code = code
+        self.message = message
+    }
+
+    static func badRequest(_ message: String) -> APIError { APIError(.badRequest, "bad-request", message) }
+    static func notFound(_ message: String) -> APIError { APIError(.notFound, "not-found", message) }
+    static func invalid(_ message: String) -> APIError { APIError(.unprocessableContent, "invalid", message) }
+
+    init(_ error: ReplicaError) {
+        switch error.code {
+        case .invalid: self.init(.unprocessableContent, "invalid", error.message)
+        case .forbidden: self.init(.forbidden, "forbidden", error.message)
+        case .notFound: self.init(.notFound, "not-found", error.message)
+        default: self.init(.internalServerError, "internal", error.message)
+        }
+    }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        JSONResponse.make(status: status, .object(["error": .string(code), "message": .string(message)]))
+    }
+}
+
+enum JSONResponse {
+    static func make(status: HTTPResponse.Status = .ok, _ value: JSONValue) -> Response {
+        var bytes = value.canonicalBytes
+        bytes.append(0x0A)
+        return Response(
+            status: status, headers: [.contentType: "application/json; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+}
+
+/// Turns every failure, including the router's own 404s and Hummingbird's HTTP errors, into the
+/// JSON error shape, so clients never see an empty error body.
+struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as APIError {
+            return try error.response(from: request, context: context)
+        } catch let error as ReplicaError {
+            return try APIError(error).response(from: request, context: context)
+        } catch let error as HTTPError {
+            let code: String
+            switch error.status {
+            case .notFound: code = "not-found"
+            case .methodNotAllowed: code = "method-not-allowed"
+            case .contentTooLarge: code = "too-large"
+            default: code = error.status.code < 500 ? "bad-request" : "internal"
+            }
+            let message = error.body ?? (error.status == .notFound ? "no such route: \(request.method) \(request.uri.path)" : error.status.reasonPhrase)
+            return try APIError(error.status, code, message).response(from: request, context: context)
+        } catch {
+            context.logger.error("request failed", metadata: ["error": "\(type(of: error))"])
+            return try APIError(.internalServerError, "internal", "internal error").response(from: request, context: context)
+        }
+    }
+}

@@ -1,0 +1,44 @@
+import Configuration
+import Logging
+
+extension DaemonConfiguration {
+    /// Reads the configuration under the `progsync` scope. Keys (YAML path / environment):
+    /// - `progsync.data` / `PROGSYNC_DATA`: the data folder (default `./progsync-data`)
+    /// - `progsync.socket` / `PROGSYNC_SOCKET`: the local API socket (default `<data>/progsync.sock`)
+    /// - `progsync.registry` / `PROGSYNC_REGISTRY`: the partner registry file (default `<data>/registry.json`)
+    /// - `progsync.log.level` / `PROGSYNC_LOG_LEVEL`: trace, debug, info, notice, warning, error, critical
+    /// - `progsync.log.format` / `PROGSYNC_LOG_FORMAT`: logfmt or json
+    /// - `progsync.clock.max-offset-seconds` / `PROGSYNC_CLOCK_MAX_OFFSET_SECONDS`: quarantine threshold (300)
+    /// - `progsync.sample-data` / `PROGSYNC_SAMPLE_DATA`: load the 2021 programme into a new replica (true)
+    /// - `progsync.limits.max-body-bytes`, `.max-import-bytes`, `.max-json-depth`, `.max-page-size`
+    public init(reader: ConfigReader) throws {
+        let config = reader.scoped(to: "progsync")
+        let data = config.string(forKey: "data", default: "./progsync-data")
+        self.init(
+            dataDirectory: data,
+            socketPath: config.string(forKey: "socket"),
+            registryPath: config.string(forKey: "registry"))
+        let level = config.string(forKey: "log.level", default: "info")
+        guard let parsedLevel = Logger.Level(rawValue: level) else {
+            throw ConfigurationError("log.level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")), not \(level)")
+        }
+        logLevel = parsedLevel
+        let format = config.string(forKey: "log.format", default: "logfmt")
+        guard let parsedFormat = LogFormat(rawValue: format) else {
+            throw ConfigurationError("log.format must be logfmt or json, not \(format)")
+        }
+        logFormat = parsedFormat
+        maxClockOffsetSeconds = config.int(forKey: "clock.max-offset-seconds", default: 300)
+        guard maxClockOffsetSeconds > 0 else { throw ConfigurationError("clock.max-offset-seconds must be positive") }
+        loadSampleData = config.bool(forKey: "sample-data", default: true)
+        limits.maxBodyBytes = config.int(forKey: "limits.max-body-bytes", default: limits.maxBodyBytes)
+        limits.maxImportBytes = config.int(forKey: "limits.max-import-bytes", default: limits.maxImportBytes)
+        limits.maxJSONDepth = config.int(forKey: "limits.max-json-depth", default: limits.maxJSONDepth)
+        limits.maxPageSize = config.int(forKey: "limits.max-page-size", default: limits.maxPageSize)
+    }
+}
+
+public struct ConfigurationError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = "configuration: " + description }
+}

@@ -1,0 +1,42 @@
+import Logging
+import ProgSyncStore
+
+/// Everything `progsyncd` needs to start. Defaults give the zero-config node: a data folder in
+/// the working directory, the socket inside it, and the 2021 programme loaded on first start.
+public struct DaemonConfiguration: Sendable {
+    public var dataDirectory: String
+    public var socketPath: String
+    public var registryPath: String
+    public var logLevel: Logger.Level
+    public var logFormat: LogFormat
+    public var maxClockOffsetSeconds: Int
+    public var loadSampleData: Bool
+    public var limits: Limits
+
+    public enum LogFormat: String, Sendable, CaseIterable {
+        case logfmt, json
+    }
+
+    public struct Limits: Sendable {
+        public var maxBodyBytes = 1 << 20
+        public var maxImportBytes = 64 << 20
+        public var maxJSONDepth = 32
+        public var maxPageSize = 1000
+        public init() {}
+    }
+
+    public init(dataDirectory: String = "./progsync-data", socketPath: String? = nil, registryPath: String? = nil) {
+        self.dataDirectory = dataDirectory
+        self.socketPath = socketPath ?? dataDirectory + "/progsync.sock"
+        self.registryPath = registryPath ?? dataDirectory + "/registry.json"
+        logLevel = .info
+        logFormat = .logfmt
+        maxClockOffsetSeconds = 300
+        loadSampleData = true
+        limits = Limits()
+    }
+
+    var replicaPath: String { dataDirectory + "/replica.sqlite" }
+    var identityPath: String { dataDirectory + "/identity.json" }
+    var lockPath: String { dataDirectory + "/progsyncd.lock" }
+}

@@ -1,0 +1,70 @@
+import Foundation
+import ProgSyncCore
+import ProgSyncStore
+import ServiceLifecycle
+import Synchronization
+
+/// The change stream: every stored commit, in arrival order, as server-sent events. Subscribers
+/// are finished on shutdown so open streams never hold the daemon up.
+final class EventBroadcaster: Service, Sendable {
+    struct State {
+        var subscribers: [UUID: AsyncStream<String>.Continuation] = [:]
+        var lastLSN: Int64 = 0
+        var finished = false
+    }
+    let state = Mutex(State())
+
+    init(startingAfter lsn: Int64) {
+        state.withLock { $0.lastLSN = lsn }
+    }
+
+    func subscribe() -> AsyncStream<String> {
+        let (stream, continuation) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
+        let id = UUID()
+        let added = state.withLock { s -> Bool in
+            guard !s.finished else { return false }
+            s.subscribers[id] = continuation
+            return true
+        }
+        if !added { continuation.finish() }
+        continuation.onTermination = { [weak self] _ in self?.state.withLock { _ = $0.subscribers.removeValue(forKey: id) } }
+        return stream
+    }
+
+    /// Sends every commit stored since the last call.
+    func publish(_ lsns: ClosedRange<Int64>? = nil, replica: Replica) {
+        state.withLock { s in
+            guard !s.subscribers.isEmpty else {
+                s.lastLSN = (try? replica.lastLSN) ?? s.lastLSN
+                return
+            }
+            guard let commits = try? replica.commits(afterLSN: s.lastLSN, limit: 100_000), !commits.isEmpty else { return }
+            for stored in commits {
+                let event = Self.event(stored, org: replica.registry.org(of: stored.commit.commit.origin))
+                for continuation in s.subscribers.values { continuation.yield(event) }
+            }
+            s.lastLSN = commits.last!.lsn
+        }
+    }
+
+    static func event(_ stored: StoredCommit, org: String?) -> String {
+        let c = stored.commit.commit
+        let data = JSONValue.object([
+            "lsn": .int(stored.lsn), "origin": .string(c.origin.rawValue), "org": .string(org ?? "unknown"),
+            "seq": .int(Int64(c.seq)), "stamp": .string(c.stamp.hex), "time": .string(c.stamp.description),
+            "author": .string(c.author), "refused": .bool(stored.refused),
+            "changes": .array(c.changes.map { .object(["record": .string($0.record), "field": .string($0.field), "value": $0.value]) }),
+        ])
+        return "id: \(stored.lsn)\nevent: commit\ndata: \(data.canonicalString)\n\n"
+    }
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        let subscribers = state.withLock { s -> [AsyncStream<String>.Continuation] in
+            s.finished = true
+            defer { s.subscribers.removeAll() }
+            return Array(s.subscribers.values)
+        }
+        for continuation in subscribers { continuation.finish() }
+    }
+}

@@ -1,0 +1,376 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import ProgSyncCore
+import ProgSyncStore
+
+/// The local HTTP/JSON API on the Unix socket (§12). Handlers validate at the boundary, then hand
+/// field writes to the replica; a refused request changes nothing.
+struct LocalAPI: Sendable {
+    let replica: Replica
+    let node: NodeFiles.StoredIdentity
+    let limits: DaemonConfiguration.Limits
+    let events: EventBroadcaster
+
+    func addRoutes(to router: Router<LocalRequestContext>) {
+        router.get("/v1/status") { _, _ in try self.status() }
+        router.get("/v1/records") { request, _ in try self.listRecords(request) }
+        router.get("/v1/records/:id") { _, context in try self.getRecord(try context.parameters.require("id")) }
+        router.put("/v1/records/:id") { request, context in try await self.writeRecord(request, context, mustExist: false) }
+        router.patch("/v1/records/:id") { request, context in try await self.writeRecord(request, context, mustExist: true) }
+        router.delete("/v1/records/:id") { _, context in try await self.deleteRecord(context) }
+        router.get("/v1/records/:id/history") { _, context in try self.history(try context.parameters.require("id")) }
+        router.get("/v1/conflicts") { _, _ in try self.conflicts() }
+        router.post("/v1/conflicts/:id/resolve") { request, context in try await self.resolve(request, context) }
+        router.get("/v1/quarantine") { _, _ in try self.quarantine() }
+        router.post("/v1/quarantine/:hash/release") { _, context in try self.release(try context.parameters.require("hash")) }
+        router.get("/v1/digest") { _, _ in try self.digest() }
+        router.post("/v1/import") { request, context in try await self.importRecords(request, context) }
+        router.get("/v1/events") { request, _ in self.eventStream(request) }
+    }
+
+    // MARK: Reading
+
+    func status() throws -> Response {
+        let counts = try replica.counts()
+        var records: [String: JSONValue] = ["deleted": .int(Int64(counts.deleted))]
+        var total = 0
+        for kind in RecordKind.allCases {
+            let n = counts.byKind[kind.rawValue] ?? 0
+            records[kind.rawValue] = .int(Int64(n))
+            total += n
+        }
+        records["total"] = .int(Int64(total))
+        let clock = replica.clock
+        var body: [String: JSONValue] = [
+            "node": .string(node.identity.id.rawValue), "org": .string(node.org),
+            "clock": .string(clock.hex), "time": .string(clock.description),
+            "records": .object(records), "conflicts": .int(Int64(counts.conflicts)),
+            "held": .int(Int64(counts.held)), "rejected": .int(Int64(counts.rejected)),
+            "versionVector": .object(Dictionary(uniqueKeysWithValues: replica.versionVector.map { ($0.key.rawValue, JSONValue.int(Int64($0.value))) })),
+            "digest": .string(Hex.encode(replica.digestRoot)), "fields": .int(Int64(counts.fields)),
+            "peers": .array([]),
+        ]
+        if let name = node.name { body["name"] = .string(name) }
+        return JSONResponse.make(.object(body))
+    }
+
+    func listRecords(_ request: Request) throws -> Response {
+        let q = request.uri.queryParameters
+        var query = RecordQuery()
+        query.kind = q["kind"].map(String.init)
+        if let kind = query.kind, RecordKind(rawValue: kind) == nil {
+            throw APIError.badRequest("kind must be one of: \(RecordKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if let status = q["status"].map(String.init) {
+            guard let parsed = ProgrammeStatus(userInput: status) else {
+                throw APIError.badRequest("status must be one of: \(ProgrammeStatus.allowedCodes)")
+            }
+            query.status = parsed.rawValue
+        }
+        query.owner = q["owner"].map(String.init)
+        query.result = q["result"].map(String.init)
+        query.actionLine = q["actionLine"].map(String.init)
+        query.text = q["q"].map(String.init)
+        if let deleted = q["deleted"].map(String.init) {
+            guard let parsed = RecordQuery.Deleted(rawValue: deleted) else { throw APIError.badRequest("deleted must be include or only") }
+            query.deleted = parsed
+        }
+        if let limit = q["limit"].map(String.init) {
+            guard let n = Int(limit), n >= 1, n <= limits.maxPageSize else {
+                throw APIError.badRequest("limit must be a whole number from 1 to \(limits.maxPageSize)")
+            }
+            query.limit = n
+        }
+        if let offset = q["offset"].map(String.init) {
+            guard let n = Int(offset), n >= 0 else { throw APIError.badRequest("offset must be a whole number ≥ 0") }
+            query.offset = n
+        }
+        let (ids, total) = try replica.recordIDs(query)
+        let records = try ids.map { try recordJSON($0, fields: replica.fields(ofRecord: $0), withVersions: false) }
+        return JSONResponse.make(.object([
+            "records": .array(records), "total": .int(Int64(total)),
+            "limit": .int(Int64(query.limit)), "offset": .int(Int64(query.offset)),
+        ]))
+    }
+
+    func getRecord(_ id: String) throws -> Response {
+        let fields = try existingFields(id)
+        return JSONResponse.make(try recordJSON(id, fields: fields, withVersions: true))
+    }
+
+    func existingFields(_ id: String) throws -> [String: FieldState] {
+        guard ProgrammeSchema.isValidRecordID(id) else { throw APIError.badRequest("invalid record id: use 1–128 of A-Z a-z 0-9 . _ : -") }
+        let fields = try replica.fields(ofRecord: id)
+        guard !fields.isEmpty else { throw APIError.notFound("no record \(id)") }
+        return fields
+    }
+
+    func recordJSON(_ id: String, fields: [String: FieldState], withVersions: Bool) throws -> JSONValue {
+        var values: [String: JSONValue] = [:]
+        var versions: [String: JSONValue] = [:]
+        var conflicted: [JSONValue] = []
+        var latest = Stamp.zero
+        for (name, state) in fields {
+            if state.value != .null { values[name] = state.value }
+            if !state.losers.isEmpty { conflicted.append(.string(name)) }
+            latest = max(latest, state.version.stamp)
+            if withVersions { versions[name] = try versionJSON(state.version, value: nil) }
+        }
+        var out: [String: JSONValue] = [
+            "id": .string(id), "fields": .object(values), "updated": .string(Stamp.iso8601(milliseconds: latest.milliseconds)),
+        ]
+        if !conflicted.isEmpty { out["conflicts"] = .array(conflicted.sorted { $0.stringValue! < $1.stringValue! }) }
+        if withVersions { out["versions"] = .object(versions) }
+        return .object(out)
+    }
+
+    func versionJSON(_ version: FieldVersion, value: JSONValue?) throws -> JSONValue {
+        var out: [String: JSONValue] = [
+            "stamp": .string(version.stamp.hex), "time": .string(Stamp.iso8601(milliseconds: version.stamp.milliseconds)),
+            "origin": .string(version.origin.rawValue), "org": .string(replica.registry.org(of: version.origin) ?? "unknown"),
+            "author": .string(try replica.author(of: version.ref) ?? "unknown"),
+        ]
+        if let value { out["value"] = value }
+        return .object(out)
+    }
+
+    func history(_ id: String) throws -> Response {
+        _ = try existingFields(id)
+        let entries: [JSONValue] = try replica.history(ofRecord: id).map { stored in
+            let c = stored.commit.commit
+            return .object([
+                "origin": .string(c.origin.rawValue), "org": .string(replica.registry.org(of: c.origin) ?? "unknown"),
+                "seq": .int(Int64(c.seq)), "stamp": .string(c.stamp.hex),
+                "time": .string(Stamp.iso8601(milliseconds: c.stamp.milliseconds)), "author": .string(c.author),
+                "changes": .array(c.changes.filter { $0.record == id }.map { .object(["field": .string($0.field), "value": $0.value]) }),
+            ])
+        }
+        return JSONResponse.make(.object(["id": .string(id), "history": .array(entries)]))
+    }
+
+    func conflicts() throws -> Response {
+        let list: [JSONValue] = try replica.conflicts().map { entry in
+            let versions = try ([entry.winner] + entry.losers).enumerated().map { index, version -> JSONValue in
+                var v = try versionJSON(version, value: (try? JSONParser.parse(version.value)) ?? .null)
+                if case .object(var o) = v {
+                    o["winner"] = .bool(index == 0)
+                    v = .object(o)
+                }
+                return v
+            }
+            return .object([
+                "id": .string("\(entry.record)~\(entry.field)"), "record": .string(entry.record),
+                "field": .string(entry.field), "versions": .array(versions),
+            ])
+        }
+        return JSONResponse.make(.object(["conflicts": .array(list)]))
+    }
+
+    func quarantine() throws -> Response {
+        let held: [JSONValue] = try replica.heldCommits().map { h in
+            .object([
+                "hash": .string(Hex.encode(h.hash)), "origin": .string(h.ref.origin.rawValue), "seq": .int(Int64(h.ref.seq)),
+                "stamp": .string(h.stamp.hex), "time": .string(h.stamp.description), "reason": .string(h.reason.rawValue),
+                "detail": .string(h.detail), "receivedAt": .string(Stamp.iso8601(milliseconds: h.receivedAt)),
+            ])
+        }
+        return JSONResponse.make(.object(["held": .array(held)]))
+    }
+
+    func release(_ hashText: String) throws -> Response {
+        guard let hash = Hex.decode(hashText), hash.count == 32 else { throw APIError.badRequest("hash must be 64 hex digits") }
+        let report = try replica.releaseHeld(hash: hash)
+        events.publish(report.lsns, replica: replica)
+        return JSONResponse.make(.object([
+            "applied": .int(Int64(report.applied)), "held": .int(Int64(report.held.count)), "rejected": .int(Int64(report.rejected.count)),
+        ]))
+    }
+
+    func digest() throws -> Response {
+        let buckets = replica.digestBuckets
+        let inner = ReplicaDigest.innerNodes(buckets)
+        return JSONResponse.make(.object([
+            "root": .string(Hex.encode(ReplicaDigest.root(inner: inner))),
+            "inner": .array(inner.map { .string(Hex.encode($0)) }),
+            "fields": .int(Int64(try replica.counts().fields)),
+        ]))
+    }
+
+    // MARK: Writing
+
+    /// Reads a JSON body within the route's byte and depth limits.
+    func jsonBody(_ request: Request, limit: Int) async throws -> JSONValue {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: limit)
+        } catch {
+            throw APIError(.contentTooLarge, "too-large", "request body larger than \(limit) bytes")
+        }
+        do {
+            return try JSONParser.parse(Array(buffer.readableBytesView), maxDepth: limits.maxJSONDepth)
+        } catch {
+            throw APIError.badRequest("malformed JSON: \(error)")
+        }
+    }
+
+    /// Checks a flat object of field values, naming the field and its allowed values on refusal.
+    func fieldWrites(record: String, _ body: JSONValue) throws -> [FieldWrite] {
+        guard case .object(let object) = body else { throw APIError.badRequest("body must be a JSON object of fields") }
+        var writes: [FieldWrite] = []
+        for name in object.keys.sorted() where name != "id" {
+            var value = object[name]!
+            if name == "status", let text = value.stringValue, let status = ProgrammeStatus(userInput: text) {
+                value = .string(status.rawValue)
+            }
+            do { try ProgrammeSchema.validate(field: name, value: value) } catch { throw APIError.invalid(error.description) }
+            writes.append(FieldWrite(record: record, field: name, value: value))
+        }
+        guard !writes.isEmpty else { throw APIError.badRequest("no fields to change") }
+        return writes
+    }
+
+    /// A new record needs a kind, that kind's fields, and an owner (this node's org by default).
+    func completeCreation(record: String, _ writes: [FieldWrite]) throws -> [FieldWrite] {
+        let given = Dictionary(writes.map { ($0.field, $0.value) }, uniquingKeysWith: { a, _ in a })
+        guard let kindText = given["kind"]?.stringValue, let kind = RecordKind(rawValue: kindText) else {
+            throw APIError.invalid("kind: a new record needs a kind, one of: \(RecordKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let missing = kind.requiredFields.filter { given[$0] == nil || given[$0] == .null }
+        guard missing.isEmpty else { throw APIError.invalid("\(missing.joined(separator: ", ")): required for a new \(kind.rawValue)") }
+        var writes = writes
+        if given["owner"] == nil { writes.append(FieldWrite(record: record, field: "owner", value: .string(node.org))) }
+        return writes
+    }
+
+    func writeRecord(_ request: Request, _ context: LocalRequestContext, mustExist: Bool) async throws -> Response {
+        let id = try context.parameters.require("id")
+        guard ProgrammeSchema.isValidRecordID(id) else { throw APIError.badRequest("invalid record id: use 1–128 of A-Z a-z 0-9 . _ : -") }
+        var writes = try fieldWrites(record: id, try await jsonBody(request, limit: limits.maxBodyBytes))
+        let exists = !(try replica.fields(ofRecord: id).isEmpty)
+        if !exists {
+            if mustExist { throw APIError.notFound("no record \(id); use PUT to create it") }
+            writes = try completeCreation(record: id, writes)
+        }
+        return try await commit(writes, context: context, record: id, created: !exists)
+    }
+
+    func deleteRecord(_ context: LocalRequestContext) async throws -> Response {
+        let id = try context.parameters.require("id")
+        _ = try existingFields(id)
+        return try await commit([FieldWrite(record: id, field: "deleted", value: true)], context: context, record: id, created: false)
+    }
+
+    func resolve(_ request: Request, _ context: LocalRequestContext) async throws -> Response {
+        let conflictID = try context.parameters.require("id")
+        let parts = conflictID.split(separator: "~", maxSplits: 1).map(String.init)
+        guard parts.count == 2 else { throw APIError.badRequest("conflict id is <record>~<field>") }
+        let body = try await jsonBody(request, limit: limits.maxBodyBytes)
+        guard let entry = try replica.conflicts(record: parts[0]).first(where: { $0.field == parts[1] }) else {
+            throw APIError.notFound("no open conflict \(conflictID)")
+        }
+        let value: JSONValue
+        if let pick = body["pick"]?.intValue {
+            let versions = [entry.winner] + entry.losers
+            guard pick >= 0, pick < versions.count else { throw APIError.badRequest("pick must be from 0 to \(versions.count - 1)") }
+            value = (try? JSONParser.parse(versions[Int(pick)].value)) ?? .null
+        } else if let given = body["value"] {
+            value = given
+        } else {
+            throw APIError.badRequest("give {\"pick\": n} or {\"value\": v}")
+        }
+        let writes = try fieldWrites(record: entry.record, .object([entry.field: value]))
+        let author = await context.author()
+        let commit = try replica.commitLocal(author: author, writes: writes, resolving: true)
+        events.publish(replica: replica)
+        return try commitResponse(commit, record: entry.record, created: false)
+    }
+
+    func commit(_ writes: [FieldWrite], context: LocalRequestContext, record: String, created: Bool) async throws -> Response {
+        let author = await context.author()
+        let commit = try replica.commitLocal(author: author, writes: writes)
+        events.publish(replica: replica)
+        return try commitResponse(commit, record: record, created: created)
+    }
+
+    func commitResponse(_ commit: SignedCommit, record: String, created: Bool) throws -> Response {
+        let c = commit.commit
+        return JSONResponse.make(status: created ? .created : .ok, .object([
+            "record": try recordJSON(record, fields: replica.fields(ofRecord: record), withVersions: false),
+            "commit": .object(["origin": .string(c.origin.rawValue), "seq": .int(Int64(c.seq)), "stamp": .string(c.stamp.hex)]),
+            "created": .bool(created),
+        ]))
+    }
+
+    /// All-or-nothing import: validated first, then applied as commits of at most `changesPerCommit`
+    /// changes, all in one transaction.
+    func importRecords(_ request: Request, _ context: LocalRequestContext) async throws -> Response {
+        let body = try await jsonBody(request, limit: limits.maxImportBytes)
+        let list = body["records"]?.arrayValue ?? body.arrayValue
+        guard let list else { throw APIError.badRequest("body must be {\"records\": [...]} or an array of records") }
+        let batches = try Self.importBatches(list, defaultOwner: node.org)
+        let author = await context.author()
+        let commits = try replica.commitLocalBatch(author: author, commits: batches)
+        events.publish(replica: replica)
+        return JSONResponse.make(.object([
+            "records": .int(Int64(list.count)), "commits": .int(Int64(commits.count)),
+            "changes": .int(Int64(batches.reduce(0) { $0 + $1.count })),
+        ]))
+    }
+
+    static let changesPerCommit = 500
+
+    static func importBatches(_ list: [JSONValue], defaultOwner: String) throws -> [[FieldWrite]] {
+        var batches: [[FieldWrite]] = [[]]
+        var seen = Set<String>()
+        for (index, item) in list.enumerated() {
+            guard case .object(let object) = item, let id = object["id"]?.stringValue else {
+                throw APIError.invalid("record \(index): needs an \"id\"")
+            }
+            guard ProgrammeSchema.isValidRecordID(id) else { throw APIError.invalid("record \(index) (\(id.prefix(140))): invalid id") }
+            guard seen.insert(id).inserted else { throw APIError.invalid("record \(index) (\(id)): id given twice") }
+            var writes: [FieldWrite] = []
+            for name in object.keys.sorted() where name != "id" {
+                var value = object[name]!
+                if name == "status", let text = value.stringValue, let status = ProgrammeStatus(userInput: text) { value = .string(status.rawValue) }
+                do { try ProgrammeSchema.validate(field: name, value: value) } catch {
+                    throw APIError.invalid("record \(index) (\(id)): \(error)")
+                }
+                writes.append(FieldWrite(record: id, field: name, value: value))
+            }
+            if object["owner"] == nil { writes.append(FieldWrite(record: id, field: "owner", value: .string(defaultOwner))) }
+            if batches[batches.count - 1].count + writes.count > changesPerCommit { batches.append([]) }
+            batches[batches.count - 1] += writes
+        }
+        return batches.filter { !$0.isEmpty }
+    }
+
+    /// Loads the bundled 2021 programme into an empty replica.
+    static func loadSample(into replica: Replica, org: String) throws -> Int {
+        guard let url = Bundle.module.url(forResource: "programme-2021", withExtension: "json"),
+            let data = FileManager.default.contents(atPath: url.path)
+        else { throw ConfigurationError("the bundled sample programme is missing") }
+        let json = try JSONParser.parse([UInt8](data))
+        let list = json["records"]?.arrayValue ?? []
+        try replica.commitLocalBatch(author: "progsyncd", commits: try importBatches(list, defaultOwner: org))
+        return list.count
+    }
+
+    // MARK: Events
+
+    func eventStream(_ request: Request) -> Response {
+        let stream = events.subscribe()
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
+            body: .init { writer in
+                try await writer.write(ByteBuffer(string: ": progsync events\n\n"))
+                for await event in stream {
+                    try await writer.write(ByteBuffer(string: event))
+                }
+                try await writer.finish(nil)
+            })
+    }
+}

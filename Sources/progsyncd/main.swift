@@ -1,0 +1,125 @@
+// progsyncd: the progsync node daemon. Parses arguments and hands over to ProgSyncDaemon.
+import ArgumentParser
+import Configuration
+import SystemPackage
+import Foundation
+import Logging
+import ProgSyncCore
+import ProgSyncDaemon
+
+@main
+struct ProgSyncD: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "progsyncd",
+        abstract: "The progsync node: a durable replica of the programme's records, served on a Unix socket.",
+        discussion: """
+            With no arguments it runs a single node in ./progsync-data (or $PROGSYNC_DATA), creating \
+            its identity and loading the 2021 programme on first start. Talk to it with `progsync`.
+
+            Example: progsyncd --config Config/progsyncd.example.yaml
+            """,
+        subcommands: [Run.self, Init.self],
+        defaultSubcommand: Run.self)
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the daemon (the default).")
+
+    @Option(name: .long, help: "YAML configuration file (keys under `progsync:`; see Config/progsyncd.example.yaml).")
+    var config: String?
+
+    @Option(name: .long, help: "Data folder (overrides progsync.data and $PROGSYNC_DATA).")
+    var dataDir: String?
+
+    @Option(name: .long, help: "Local API socket path (default: <data>/progsync.sock).")
+    var socket: String?
+
+    @Flag(name: .long, help: "Start with an empty replica instead of the 2021 programme.")
+    var empty = false
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String?
+
+    func run() async throws {
+        var providers: [any ConfigProvider] = [EnvironmentVariablesProvider()]
+        if let config {
+            guard FileManager.default.fileExists(atPath: config) else { throw ValidationError("no configuration file at \(config)") }
+            providers.append(try await FileProvider<YAMLSnapshot>(filePath: FilePath(config)))
+        }
+        var configuration: DaemonConfiguration
+        do {
+            configuration = try DaemonConfiguration(reader: ConfigReader(providers: providers))
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        if let dataDir {
+            let socketGiven = configuration.socketPath != configuration.dataDirectory + "/progsync.sock"
+            let registryGiven = configuration.registryPath != configuration.dataDirectory + "/registry.json"
+            var fresh = DaemonConfiguration(dataDirectory: dataDir)
+            fresh.logLevel = configuration.logLevel
+            fresh.logFormat = configuration.logFormat
+            fresh.maxClockOffsetSeconds = configuration.maxClockOffsetSeconds
+            fresh.loadSampleData = configuration.loadSampleData
+            fresh.limits = configuration.limits
+            if socketGiven { fresh.socketPath = configuration.socketPath }
+            if registryGiven { fresh.registryPath = configuration.registryPath }
+            configuration = fresh
+        }
+        if let socket { configuration.socketPath = socket }
+        if empty { configuration.loadSampleData = false }
+        if let logLevel {
+            guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
+            configuration.logLevel = level
+        }
+        let level = configuration.logLevel, format = configuration.logFormat
+        LoggingSystem.bootstrap { StructuredLogHandler(label: $0, level: level, format: format) }
+        let logger = Logger(label: "progsyncd")
+        do {
+            let daemon = try buildDaemon(configuration: configuration, logger: logger)
+            try await daemon.run()
+        } catch let error as ConfigurationError {
+            FileHandle.standardError.write(Data("progsyncd: \(error.description)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Init: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create a node identity and print what partners need to list it in their registry.",
+        discussion: "Example: progsyncd init --data-dir /var/lib/progsync --org politie --name politie-utrecht")
+
+    @Option(name: .long, help: "Data folder for the new node.")
+    var dataDir: String = ProcessInfo.processInfo.environment["PROGSYNC_DATA"] ?? "./progsync-data"
+
+    @Option(name: .long, help: "Organisation code, e.g. politie, om, comensha, jenv.")
+    var org: String
+
+    @Option(name: .long, help: "A name for this node, shown to partners.")
+    var name: String?
+
+    func validate() throws {
+        guard ProgrammeSchema.isValidOrgCode(org) else { throw ValidationError("--org must be a lower-case code like politie ([a-z0-9-])") }
+    }
+
+    func run() throws {
+        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let node: NodeFiles.StoredIdentity
+        do {
+            node = try NodeFiles.createIdentity(at: dataDir + "/identity.json", org: org, name: name)
+        } catch {
+            FileHandle.standardError.write(Data("progsyncd: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        print("""
+            node:        \(node.identity.id)
+            org:         \(node.org)
+            name:        \(node.name ?? "-")
+            public key:  \(node.identity.publicKeyBase64)
+            identity:    \(dataDir)/identity.json (keep it private)
+
+            Registry entry for partners:
+            \(JSONValue.object(["id": .string(node.identity.id.rawValue), "name": .string(node.name ?? node.identity.id.rawValue), "publicKey": .string(node.identity.publicKeyBase64)]).prettyString())
+            """)
+    }
+}
