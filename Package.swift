@@ -114,6 +114,21 @@ let package = Package(
             path: "Tests/CrashWriter",
             swiftSettings: swiftSettings
         ),
+        // The local API benchmark: load over the socket next to nginx on a socket.
+        .executableTarget(
+            name: "ProgSyncLocalAPIBench",
+            dependencies: ["ProgSyncCore"],
+            path: "Benchmarks/LocalAPIBench",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ProgSyncDaemonTests",
+            dependencies: [
+                "ProgSyncCore", "ProgSyncStore", "ProgSyncDaemon", "ProgSyncHTTPClient",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "ProgSyncCLITests",
             dependencies: ["ProgSyncCLI", "ProgSyncCore"],

@@ -136,7 +136,7 @@ for run in 1...runs {
             let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
             func bindText(_ i: Int32, _ s: String) {
                 var s = s
-                s.withUTF8 { sqlite3_bind_text(statement.sqliteStatement, i, $0.baseAddress, Int32($0.count), transient) }
+                _ = s.withUTF8 { sqlite3_bind_text(statement.sqliteStatement, i, $0.baseAddress, Int32($0.count), transient) }
             }
             for r in rows {
                 bindText(1, r.0)

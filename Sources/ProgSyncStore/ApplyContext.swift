@@ -213,14 +213,15 @@ struct ApplyContext {
             }
         }
         let insert = try db.cachedStatement(
-            sql: "INSERT INTO commits (origin, seq, stamp, hash, body, sig, status) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            sql: "INSERT INTO commits (origin, seq, stamp, author, hash, body, sig, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
         insert.bind(1, commit.origin.rawValue)
         insert.bind(2, Int64(commit.seq))
         insert.bind(3, Int64(bitPattern: commit.stamp.rawValue))
-        insert.bind(4, blob: c.hash)
-        insert.bind(5, blob: c.canonicalBytes)
-        insert.bind(6, blob: c.signature)
-        insert.bind(7, verdict == nil ? 0 : 1)
+        insert.bind(4, commit.author)
+        insert.bind(5, blob: c.hash)
+        insert.bind(6, blob: c.canonicalBytes)
+        insert.bind(7, blob: c.signature)
+        insert.bind(8, verdict == nil ? 0 : 1)
         try insert.run()
         let lsn = db.lastInsertedRowID
         report.stored(lsn: lsn)

@@ -148,9 +148,9 @@ extension Replica {
     /// The author of the commit that wrote a version.
     public func author(of ref: CommitRef) throws -> String? {
         try pool.read { db in
-            guard let body = try Data.fetchOne(db, sql: "SELECT body FROM commits WHERE origin = ? AND seq = ?",
-                                               arguments: [ref.origin.rawValue, Int64(ref.seq)]) else { return nil }
-            return try Commit(canonicalBytes: [UInt8](body)).author
+            try String.fetchOne(
+                db.cachedStatement(sql: "SELECT author FROM commits WHERE origin = ? AND seq = ?"),
+                arguments: [ref.origin.rawValue, Int64(ref.seq)])
         }
     }
 }

@@ -13,6 +13,7 @@ extension Replica {
                     origin TEXT NOT NULL,
                     seq INTEGER NOT NULL,
                     stamp INTEGER NOT NULL,
+                    author TEXT NOT NULL,
                     hash BLOB NOT NULL,
                     body BLOB NOT NULL,
                     sig BLOB NOT NULL,

@@ -8,11 +8,11 @@ extension Statement {
 
     func bind(_ index: Int32, _ text: String) {
         var text = text
-        text.withUTF8 { sqlite3_bind_text(sqliteStatement, index, $0.baseAddress, Int32($0.count), Self.transient) }
+        _ = text.withUTF8 { sqlite3_bind_text(sqliteStatement, index, $0.baseAddress, Int32($0.count), Self.transient) }
     }
 
     func bind(_ index: Int32, text bytes: [UInt8]) {
-        bytes.withUnsafeBufferPointer { buffer in
+        _ = bytes.withUnsafeBufferPointer { buffer in
             buffer.withMemoryRebound(to: CChar.self) {
                 sqlite3_bind_text(sqliteStatement, index, $0.baseAddress, Int32($0.count), Self.transient)
             }
@@ -20,7 +20,7 @@ extension Statement {
     }
 
     func bind(_ index: Int32, blob bytes: [UInt8]) {
-        bytes.withUnsafeBytes { sqlite3_bind_blob(sqliteStatement, index, $0.baseAddress, Int32($0.count), Self.transient) }
+        _ = bytes.withUnsafeBytes { sqlite3_bind_blob(sqliteStatement, index, $0.baseAddress, Int32($0.count), Self.transient) }
     }
 
     func bind(_ index: Int32, _ value: Int64) {

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what the build needs from Debian when it is missing: libcurl's headers (the HTTP
+# client) and, for the benchmarks, nginx-light. Safe to run again.
+set -euo pipefail
+need=()
+dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || need+=(libcurl4-openssl-dev)
+if [ "${1:-}" = "--bench" ]; then
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+    echo "setup: installing ${need[*]}" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v swift >/dev/null 2>&1 || { echo "setup: swift is not on PATH (expected Swift 6.3 at /opt/swift)" >&2; exit 1; }
