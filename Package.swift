@@ -62,7 +62,11 @@ let package = Package(
             name: "ProgSyncDaemon",
             dependencies: [
                 "ProgSyncCore", "ProgSyncStore",
+                "ProgSyncHTTPClient",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -125,6 +129,16 @@ let package = Package(
             name: "ProgSyncDaemonTests",
             dependencies: [
                 "ProgSyncCore", "ProgSyncStore", "ProgSyncDaemon", "ProgSyncHTTPClient",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ProgSyncPeerTests",
+            dependencies: [
+                "ProgSyncCore", "ProgSyncStore", "ProgSyncDaemon", "ProgSyncHTTPClient",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -152,7 +152,7 @@ public struct Commit: Sendable, Hashable {
 
 public struct CommitDecodingError: Error, CustomStringConvertible, Sendable {
     public var description: String
-    init(_ description: String) { self.description = description }
+    public init(_ description: String) { self.description = description }
 }
 
 /// A commit with its origin's signature. `hash` covers the canonical bytes and the signature, and

@@ -1,6 +1,8 @@
 import Foundation
 import Hummingbird
+import HummingbirdTLS
 import Logging
+import ProgSyncHTTPClient
 import NIOCore
 import ProgSyncCore
 import ProgSyncStore
@@ -48,9 +50,10 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
         logger.info("created node identity", metadata: ["node": "\(node!.identity.id)", "org": "jenv"])
     }
     let me = node!
+    let tls = try loadOrCreateTLS(configuration, name: me.name ?? me.identity.id.rawValue, logger: logger)
     var registry = try NodeFiles.readRegistry(at: configuration.registryPath)
     if registry == nil {
-        registry = try NodeFiles.writeSingleNodeRegistry(at: configuration.registryPath, node: me)
+        registry = try NodeFiles.writeSingleNodeRegistry(at: configuration.registryPath, node: me, certificatePin: tls.pin)
         logger.info("created single-node registry", metadata: ["path": "\(configuration.registryPath)"])
     }
     if registry!.node(me.identity.id) == nil {
@@ -64,7 +67,13 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
         logger.info("loaded the 2021 programme", metadata: ["records": "\(count)"])
     }
     let events = EventBroadcaster(startingAfter: try replica.lastLSN)
-    let api = LocalAPI(replica: replica, node: me, limits: configuration.limits, events: events)
+    var services: [any Service] = [events]
+    let replicators = try makeReplicators(configuration, registry: registry!, me: me, replica: replica, events: events, logger: logger)
+    services += replicators as [any Service]
+    if let listen = configuration.peerListen {
+        services.append(try makePeerListener(listen, configuration, tls: tls, replica: replica, me: me, events: events, logger: logger))
+    }
+    let api = LocalAPI(replica: replica, node: me, limits: configuration.limits, events: events, peers: replicators)
     let router = Router(context: LocalRequestContext.self)
     router.middlewares.add(JSONErrorMiddleware())
     api.addRoutes(to: router)
@@ -80,5 +89,85 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
             logger.info("listening", metadata: ["socket": "\(socketPath)", "node": "\(me.identity.id)", "org": "\(me.org)"])
         },
         logger: logger)
-    return Daemon(configuration: configuration, replica: replica, node: me, services: [events, app], lock: LockBox(lock), logger: logger)
+    services.append(app)
+    return Daemon(configuration: configuration, replica: replica, node: me, services: services, lock: LockBox(lock), logger: logger)
+}
+
+/// The node's TLS identity: made on first start next to the node identity.
+func loadOrCreateTLS(_ configuration: DaemonConfiguration, name: String, logger: Logger) throws -> NodeTLSIdentity {
+    if FileManager.default.fileExists(atPath: configuration.tlsCertificatePath) {
+        return try NodeTLSIdentity.load(certificatePath: configuration.tlsCertificatePath, keyPath: configuration.tlsKeyPath)
+    }
+    let tls = try NodeTLSIdentity.create(commonName: name)
+    try tls.write(certificatePath: configuration.tlsCertificatePath, keyPath: configuration.tlsKeyPath)
+    logger.info("created TLS certificate", metadata: ["pin": "\(tls.pin)"])
+    return tls
+}
+
+func isLoopback(host: String) -> Bool {
+    host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
+}
+
+/// "host:port" → parts; IPv6 hosts in brackets.
+func splitHostPort(_ text: String) throws -> (host: String, port: Int) {
+    guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+        throw ConfigurationError("peers.listen must be host:port, not \(text)")
+    }
+    var host = String(text[..<colon])
+    if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+    return (host, port)
+}
+
+/// One replicator per registry node that has an address, except this node.
+func makeReplicators(
+    _ configuration: DaemonConfiguration, registry: PartnerRegistry, me: NodeFiles.StoredIdentity,
+    replica: Replica, events: EventBroadcaster, logger: Logger
+) throws -> [PeerReplicator] {
+    var out: [PeerReplicator] = []
+    for peer in registry.nodes.values.sorted(by: { $0.id < $1.id }) where peer.id != me.identity.id {
+        guard let address = peer.address else { continue }
+        let tls: HTTPClientConfiguration.TLS?
+        if address.hasPrefix("https://") {
+            guard let pin = peer.certificatePin else {
+                logger.warning("peer has an https address but no certificatePin in the registry; not connecting", metadata: ["peer": "\(peer.id)"])
+                continue
+            }
+            tls = peerClientTLS(certificatePath: configuration.tlsCertificatePath, keyPath: configuration.tlsKeyPath, peerPin: pin)
+        } else if address.hasPrefix("http://") {
+            let host = String(address.dropFirst(7).prefix { $0 != "/" })
+            guard configuration.peerPlainHTTP, let parts = try? splitHostPort(host), isLoopback(host: parts.host) else {
+                throw ConfigurationError("peer \(peer.name ?? peer.id.rawValue) has plain http address \(address): allowed only on loopback with peers.plain-http: true")
+            }
+            tls = nil
+        } else {
+            throw ConfigurationError("peer \(peer.name ?? peer.id.rawValue): address must start with https:// (or http:// on loopback)")
+        }
+        out.append(try PeerReplicator(peer: peer, address: address, tls: tls, replica: replica, events: events, logger: logger))
+    }
+    return out
+}
+
+/// The peer listener: mutual TLS with the registry's pins, or plain HTTP on loopback when allowed.
+func makePeerListener(
+    _ listen: String, _ configuration: DaemonConfiguration, tls: NodeTLSIdentity, replica: Replica,
+    me: NodeFiles.StoredIdentity, events: EventBroadcaster, logger: Logger
+) throws -> any Service {
+    let (host, port) = try splitHostPort(listen)
+    let router = Router(context: PeerRequestContext.self)
+    router.middlewares.add(JSONErrorMiddleware())
+    PeerAPI(replica: replica, node: me, events: events, limits: .init(), logger: logger).addRoutes(to: router)
+    let address = BindAddress.hostname(host, port: port)
+    let running: @Sendable (any Channel) async -> Void = { channel in
+        logger.info("peer listener", metadata: ["address": "\(channel.localAddress?.description ?? listen)", "tls": "\(!configuration.peerPlainHTTP)"])
+    }
+    if configuration.peerPlainHTTP {
+        guard isLoopback(host: host) else { throw ConfigurationError("peers.plain-http is allowed only on a loopback address, not \(host)") }
+        return Application(router: router, server: .http1(), configuration: .init(address: address, serverName: nil),
+                           onServerRunning: running, logger: logger)
+    }
+    let tlsConfiguration = try peerServerTLSConfiguration(identity: tls, allowedPins: {
+        Set(replica.registry.nodes.values.compactMap(\.certificatePin))
+    }, logger: logger)
+    return Application(router: router, server: try .tls(.http1(), configuration: tlsConfiguration),
+                       configuration: .init(address: address, serverName: nil), onServerRunning: running, logger: logger)
 }

@@ -11,9 +11,13 @@ extension DaemonConfiguration {
     /// - `progsync.clock.max-offset-seconds` / `PROGSYNC_CLOCK_MAX_OFFSET_SECONDS`: quarantine threshold (300)
     /// - `progsync.sample-data` / `PROGSYNC_SAMPLE_DATA`: load the 2021 programme into a new replica (true)
     /// - `progsync.limits.max-body-bytes`, `.max-import-bytes`, `.max-json-depth`, `.max-page-size`
-    public init(reader: ConfigReader) throws {
+    /// - `progsync.peers.listen` / `PROGSYNC_PEERS_LISTEN`: peer listener "host:port" (none by default)
+    /// - `progsync.peers.plain-http` / `PROGSYNC_PEERS_PLAIN_HTTP`: plain HTTP on loopback only (false)
+    /// - `progsync.tls.certificate`, `progsync.tls.key`: the node's TLS files (default `<data>/tls-cert.pem`, `<data>/tls-key.pem`)
+    /// `dataDirectory`, when given (the `--data-dir` flag), wins over the key and the environment.
+    public init(reader: ConfigReader, dataDirectory: String? = nil) throws {
         let config = reader.scoped(to: "progsync")
-        let data = config.string(forKey: "data", default: "./progsync-data")
+        let data = dataDirectory ?? config.string(forKey: "data", default: "./progsync-data")
         self.init(
             dataDirectory: data,
             socketPath: config.string(forKey: "socket"),
@@ -35,6 +39,10 @@ extension DaemonConfiguration {
         limits.maxImportBytes = config.int(forKey: "limits.max-import-bytes", default: limits.maxImportBytes)
         limits.maxJSONDepth = config.int(forKey: "limits.max-json-depth", default: limits.maxJSONDepth)
         limits.maxPageSize = config.int(forKey: "limits.max-page-size", default: limits.maxPageSize)
+        peerListen = config.string(forKey: "peers.listen")
+        peerPlainHTTP = config.bool(forKey: "peers.plain-http", default: false)
+        tlsCertificatePath = config.string(forKey: "tls.certificate", default: tlsCertificatePath)
+        tlsKeyPath = config.string(forKey: "tls.key", default: tlsKeyPath)
     }
 }
 

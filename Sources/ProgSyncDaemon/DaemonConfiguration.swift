@@ -12,6 +12,12 @@ public struct DaemonConfiguration: Sendable {
     public var maxClockOffsetSeconds: Int
     public var loadSampleData: Bool
     public var limits: Limits
+    /// The peer listener, "host:port"; nil runs no peer listener (a node that only pulls and pushes).
+    public var peerListen: String?
+    /// Plain HTTP between peers: only on loopback, only when set (tests and demos).
+    public var peerPlainHTTP: Bool
+    public var tlsCertificatePath: String
+    public var tlsKeyPath: String
 
     public enum LogFormat: String, Sendable, CaseIterable {
         case logfmt, json
@@ -34,6 +40,10 @@ public struct DaemonConfiguration: Sendable {
         maxClockOffsetSeconds = 300
         loadSampleData = true
         limits = Limits()
+        peerListen = nil
+        peerPlainHTTP = false
+        tlsCertificatePath = dataDirectory + "/tls-cert.pem"
+        tlsKeyPath = dataDirectory + "/tls-key.pem"
     }
 
     var replicaPath: String { dataDirectory + "/replica.sqlite" }

@@ -9,8 +9,17 @@ import Synchronization
 final class EventBroadcaster: Service, Sendable {
     struct State {
         var subscribers: [UUID: AsyncStream<String>.Continuation] = [:]
+        var waiters: [UUID: (after: Int64, continuation: CheckedContinuation<Void, Never>)] = [:]
+        var abandonedWaits = Set<UUID>()
         var lastLSN: Int64 = 0
         var finished = false
+
+        /// Wakes long polls that now have something to read.
+        mutating func wakeWaiters() -> [CheckedContinuation<Void, Never>] {
+            let ready = waiters.filter { $0.value.after < lastLSN || finished }
+            for id in ready.keys { waiters.removeValue(forKey: id) }
+            return ready.values.map(\.continuation)
+        }
     }
     let state = Mutex(State())
 
@@ -31,20 +40,53 @@ final class EventBroadcaster: Service, Sendable {
         return stream
     }
 
-    /// Sends every commit stored since the last call.
+    /// Sends every commit stored since the last call, and wakes long polls.
     func publish(_ lsns: ClosedRange<Int64>? = nil, replica: Replica) {
-        state.withLock { s in
+        let wake = state.withLock { s -> [CheckedContinuation<Void, Never>] in
             guard !s.subscribers.isEmpty else {
                 s.lastLSN = (try? replica.lastLSN) ?? s.lastLSN
-                return
+                return s.wakeWaiters()
             }
-            guard let commits = try? replica.commits(afterLSN: s.lastLSN, limit: 100_000), !commits.isEmpty else { return }
+            guard let commits = try? replica.commits(afterLSN: s.lastLSN, limit: 100_000), !commits.isEmpty else { return [] }
             for stored in commits {
                 let event = Self.event(stored, org: replica.registry.org(of: stored.commit.commit.origin))
                 for continuation in s.subscribers.values { continuation.yield(event) }
             }
             s.lastLSN = commits.last!.lsn
+            return s.wakeWaiters()
         }
+        for continuation in wake { continuation.resume() }
+    }
+
+    var lastLSN: Int64 { state.withLock { $0.lastLSN } }
+
+    /// Returns once a commit after `lsn` is stored, or after `timeout`: the peer long poll.
+    func waitForCommits(after lsn: Int64, timeout: Duration) async {
+        let id = UUID()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let ready = self.state.withLock { s -> Bool in
+                        if s.lastLSN > lsn || s.finished || s.abandonedWaits.remove(id) != nil { return true }
+                        s.waiters[id] = (lsn, continuation)
+                        return false
+                    }
+                    if ready { continuation.resume() }
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+            }
+            await group.next()
+            group.cancelAll()
+            // Whichever finished first, release the other side, even if it has not registered yet.
+            let pending = self.state.withLock { s in
+                s.abandonedWaits.insert(id)
+                return s.waiters.removeValue(forKey: id)
+            }
+            pending?.continuation.resume()
+        }
+        _ = state.withLock { $0.abandonedWaits.remove(id) }
     }
 
     static func event(_ stored: StoredCommit, org: String?) -> String {
@@ -60,11 +102,12 @@ final class EventBroadcaster: Service, Sendable {
 
     func run() async throws {
         try? await gracefulShutdown()
-        let subscribers = state.withLock { s -> [AsyncStream<String>.Continuation] in
+        let (subscribers, waiters) = state.withLock { s -> ([AsyncStream<String>.Continuation], [CheckedContinuation<Void, Never>]) in
             s.finished = true
             defer { s.subscribers.removeAll() }
-            return Array(s.subscribers.values)
+            return (Array(s.subscribers.values), s.wakeWaiters())
         }
         for continuation in subscribers { continuation.finish() }
+        for continuation in waiters { continuation.resume() }
     }
 }

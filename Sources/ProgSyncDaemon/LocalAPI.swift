@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import ProgSyncCore
 import ProgSyncStore
+import Synchronization
 
 /// The local HTTP/JSON API on the Unix socket (§12). Handlers validate at the boundary, then hand
 /// field writes to the replica; a refused request changes nothing.
@@ -13,6 +14,7 @@ struct LocalAPI: Sendable {
     let node: NodeFiles.StoredIdentity
     let limits: DaemonConfiguration.Limits
     let events: EventBroadcaster
+    let peers: [PeerReplicator]
 
     func addRoutes(to router: Router<LocalRequestContext>) {
         router.get("/v1/status") { _, _ in try self.status() }
@@ -29,6 +31,8 @@ struct LocalAPI: Sendable {
         router.get("/v1/digest") { _, _ in try self.digest() }
         router.post("/v1/import") { request, context in try await self.importRecords(request, context) }
         router.get("/v1/events") { request, _ in self.eventStream(request) }
+        router.get("/v1/peers") { _, _ in try self.peersResponse() }
+        router.post("/v1/sync") { request, _ in try await self.sync(request) }
     }
 
     // MARK: Reading
@@ -51,7 +55,7 @@ struct LocalAPI: Sendable {
             "held": .int(Int64(counts.held)), "rejected": .int(Int64(counts.rejected)),
             "versionVector": .object(Dictionary(uniqueKeysWithValues: replica.versionVector.map { ($0.key.rawValue, JSONValue.int(Int64($0.value))) })),
             "digest": .string(Hex.encode(replica.digestRoot)), "fields": .int(Int64(counts.fields)),
-            "peers": .array([]),
+            "peers": try peersJSON(),
         ]
         if let name = node.name { body["name"] = .string(name) }
         return JSONResponse.make(.object(body))
@@ -356,6 +360,44 @@ struct LocalAPI: Sendable {
         let list = json["records"]?.arrayValue ?? []
         try replica.commitLocalBatch(author: "progsyncd", commits: try importBatches(list, defaultOwner: org))
         return list.count
+    }
+
+    // MARK: Peers
+
+    func peersJSON() throws -> JSONValue {
+        let now = Replica.wallClockMilliseconds()
+        let last = try replica.lastLSN
+        return .array(peers.map { $0.status.withLock { $0 }.json(now: now, localLastLSN: last) })
+    }
+
+    func peersResponse() throws -> Response {
+        JSONResponse.make(.object(["peers": try peersJSON()]))
+    }
+
+    /// Waits until the chosen peers are caught up both ways (or the timeout passes).
+    func sync(_ request: Request) async throws -> Response {
+        let q = request.uri.queryParameters
+        let name = q["peer"].map(String.init)
+        let selected = peers.filter { p in name == nil || p.status.withLock { $0.name == name || $0.node.rawValue == name } }
+        if let name, selected.isEmpty { throw APIError.notFound("no peer \(name)") }
+        let timeout = Double(q["timeout"].map(String.init) ?? "60") ?? 60
+        let target = try replica.lastLSN
+        let deadline = Replica.wallClockMilliseconds() + UInt64(max(0, min(timeout, 600)) * 1000)
+        var caughtUp = false
+        while Replica.wallClockMilliseconds() < deadline {
+            caughtUp = selected.allSatisfy { p in
+                p.status.withLock { s in s.state == .up && s.caughtUpSince != nil && s.pushed >= target }
+            }
+            if caughtUp { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let now = Replica.wallClockMilliseconds()
+        let last = try replica.lastLSN
+        return JSONResponse.make(.object([
+            "caughtUp": .bool(caughtUp),
+            "peers": .array(selected.map { $0.status.withLock { $0 }.json(now: now, localLastLSN: last) }),
+            "digest": .string(Hex.encode(replica.digestRoot)),
+        ]))
     }
 
     // MARK: Events

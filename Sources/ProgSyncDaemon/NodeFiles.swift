@@ -49,9 +49,9 @@ public enum NodeFiles {
     }
 
     /// A registry holding only this node, its org coordinating: the zero-config single node.
-    public static func writeSingleNodeRegistry(at path: String, node: StoredIdentity) throws -> PartnerRegistry {
+    public static func writeSingleNodeRegistry(at path: String, node: StoredIdentity, certificatePin: String?) throws -> PartnerRegistry {
         let registry = PartnerRegistry(
-            nodes: [PartnerRegistry.Node(org: node.org, publicKey: node.identity.publicKey, name: node.name)],
+            nodes: [PartnerRegistry.Node(org: node.org, publicKey: node.identity.publicKey, name: node.name, certificatePin: certificatePin)],
             coordinators: [node.org])
         try (registry.json.prettyString() + "\n").write(toFile: path, atomically: true, encoding: .utf8)
         return registry

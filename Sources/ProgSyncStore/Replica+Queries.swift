@@ -242,3 +242,35 @@ extension Replica {
         }
     }
 }
+
+extension Replica {
+    public struct PeerCursor: Sendable, Equatable {
+        public var pulled: Int64
+        public var pushed: Int64
+    }
+
+    public func peerCursor(_ peer: NodeID) throws -> PeerCursor {
+        try pool.read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT pulled, pushed FROM peer_cursors WHERE peer = ?", arguments: [peer.rawValue])
+            else { return PeerCursor(pulled: 0, pushed: 0) }
+            return PeerCursor(pulled: row[0], pushed: row[1])
+        }
+    }
+
+    /// Sets a peer's pull cursor; pass it to `apply(_:inTransaction:)` so it lands with the commits.
+    public static func setPulled(_ db: Database, peer: NodeID, to lsn: Int64) throws {
+        try db.execute(sql: """
+            INSERT INTO peer_cursors (peer, pulled) VALUES (?, ?)
+            ON CONFLICT (peer) DO UPDATE SET pulled = excluded.pulled
+            """, arguments: [peer.rawValue, lsn])
+    }
+
+    public func setPushed(peer: NodeID, to lsn: Int64) throws {
+        try pool.write { db in
+            try db.execute(sql: """
+                INSERT INTO peer_cursors (peer, pushed) VALUES (?, ?)
+                ON CONFLICT (peer) DO UPDATE SET pushed = max(pushed, excluded.pushed)
+                """, arguments: [peer.rawValue, lsn])
+        }
+    }
+}

@@ -89,6 +89,18 @@ extension Replica {
                 ) WITHOUT ROWID;
                 """)
         }
+        migrator.registerMigration("v2-peers") { db in
+            // Replication cursors per peer node: how far we pulled its feed (its lsn) and how far
+            // our own feed has been pushed to it (our lsn). Written in the transaction that applies
+            // or acknowledges the commits they count.
+            try db.execute(sql: """
+                CREATE TABLE peer_cursors (
+                    peer TEXT PRIMARY KEY,
+                    pulled INTEGER NOT NULL DEFAULT 0,
+                    pushed INTEGER NOT NULL DEFAULT 0
+                ) WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 }

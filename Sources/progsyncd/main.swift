@@ -48,22 +48,9 @@ struct Run: AsyncParsableCommand {
         }
         var configuration: DaemonConfiguration
         do {
-            configuration = try DaemonConfiguration(reader: ConfigReader(providers: providers))
+            configuration = try DaemonConfiguration(reader: ConfigReader(providers: providers), dataDirectory: dataDir)
         } catch {
             throw ValidationError("\(error)")
-        }
-        if let dataDir {
-            let socketGiven = configuration.socketPath != configuration.dataDirectory + "/progsync.sock"
-            let registryGiven = configuration.registryPath != configuration.dataDirectory + "/registry.json"
-            var fresh = DaemonConfiguration(dataDirectory: dataDir)
-            fresh.logLevel = configuration.logLevel
-            fresh.logFormat = configuration.logFormat
-            fresh.maxClockOffsetSeconds = configuration.maxClockOffsetSeconds
-            fresh.loadSampleData = configuration.loadSampleData
-            fresh.limits = configuration.limits
-            if socketGiven { fresh.socketPath = configuration.socketPath }
-            if registryGiven { fresh.registryPath = configuration.registryPath }
-            configuration = fresh
         }
         if let socket { configuration.socketPath = socket }
         if empty { configuration.loadSampleData = false }
@@ -105,8 +92,11 @@ struct Init: ParsableCommand {
     func run() throws {
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let node: NodeFiles.StoredIdentity
+        let tls: NodeTLSIdentity
         do {
             node = try NodeFiles.createIdentity(at: dataDir + "/identity.json", org: org, name: name)
+            tls = try NodeTLSIdentity.create(commonName: name ?? node.identity.id.rawValue)
+            try tls.write(certificatePath: dataDir + "/tls-cert.pem", keyPath: dataDir + "/tls-key.pem")
         } catch {
             FileHandle.standardError.write(Data("progsyncd: \(error)\n".utf8))
             throw ExitCode(1)
@@ -116,10 +106,11 @@ struct Init: ParsableCommand {
             org:         \(node.org)
             name:        \(node.name ?? "-")
             public key:  \(node.identity.publicKeyBase64)
-            identity:    \(dataDir)/identity.json (keep it private)
+            certificate: \(tls.pin)
+            identity:    \(dataDir)/identity.json, \(dataDir)/tls-key.pem (keep them private)
 
-            Registry entry for partners:
-            \(JSONValue.object(["id": .string(node.identity.id.rawValue), "name": .string(node.name ?? node.identity.id.rawValue), "publicKey": .string(node.identity.publicKeyBase64)]).prettyString())
+            Registry entry for partners (add "address": "https://HOST:PORT" if partners can reach it):
+            \(JSONValue.object(["id": .string(node.identity.id.rawValue), "name": .string(node.name ?? node.identity.id.rawValue), "publicKey": .string(node.identity.publicKeyBase64), "certificatePin": .string(tls.pin)]).prettyString())
             """)
     }
 }

@@ -196,3 +196,18 @@ import Testing
         #expect(BucketSum(bytes: forward.bytes) == forward)
     }
 }
+
+@Suite struct BackoffTests {
+    @Test func growsExponentiallyWithJitterUpToTheCap() {
+        var b = Backoff(base: .milliseconds(100), cap: .seconds(2))
+        #expect(b.fail(random: 1) == .milliseconds(100))
+        #expect(b.fail(random: 1) == .milliseconds(200))
+        #expect(b.fail(random: 1) == .milliseconds(400))
+        for _ in 0..<10 { _ = b.fail(random: 1) }
+        #expect(b.fail(random: 1) == .seconds(2))
+        #expect(b.fail(random: 0) == .milliseconds(10))
+        #expect(b.fail(random: 0.5) == .seconds(1))
+        b.succeed()
+        #expect(b.fail(random: 1) == .milliseconds(100))
+    }
+}

@@ -1,0 +1,98 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ProgSyncCore
+import ProgSyncStore
+
+struct PeerRequestContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    init(source: ApplicationRequestContextSource) { coreContext = .init(source: source) }
+    var maxUploadSize: Int { 256 << 20 }
+}
+
+/// The peer API under `/v1/peer/` (§8): hello, pull with a cursor and long poll, and push. It
+/// serves every commit the node holds, whoever made it, so chains and hubs converge too.
+struct PeerAPI: Sendable {
+    static let protocolVersion = 1
+    let replica: Replica
+    let node: NodeFiles.StoredIdentity
+    let events: EventBroadcaster
+    let limits: PeerLimits
+    let logger: Logger
+
+    struct PeerLimits: Sendable {
+        var maxBatch = 10_000
+        var maxBodyBytes = 128 << 20
+        var maxWaitSeconds = 30
+    }
+
+    func addRoutes(to router: Router<PeerRequestContext>) {
+        router.get("/v1/peer/hello") { _, _ in self.hello() }
+        router.get("/v1/peer/commits") { request, _ in try await self.pull(request) }
+        router.post("/v1/peer/commits") { request, _ in try await self.push(request) }
+    }
+
+    func hello() -> Response {
+        JSONResponse.make(.object([
+            "node": .string(node.identity.id.rawValue), "org": .string(node.org), "name": .string(node.name ?? ""),
+            "protocol": .int(Int64(Self.protocolVersion)), "clock": .string(replica.clock.hex),
+            "versionVector": Self.vectorJSON(replica.versionVector), "lastLSN": .int((try? replica.lastLSN) ?? 0),
+        ]))
+    }
+
+    static func vectorJSON(_ vector: [NodeID: UInt64]) -> JSONValue {
+        .object(Dictionary(uniqueKeysWithValues: vector.map { ($0.key.rawValue, JSONValue.int(Int64($0.value))) }))
+    }
+
+    func pull(_ request: Request) async throws -> Response {
+        let q = request.uri.queryParameters
+        guard let since = Int64(q["since"].map(String.init) ?? "0"), since >= 0 else { throw APIError.badRequest("since must be a cursor ≥ 0") }
+        let limit = Int(q["limit"].map(String.init) ?? "1000") ?? -1
+        guard (1...limits.maxBatch).contains(limit) else { throw APIError.badRequest("limit must be from 1 to \(limits.maxBatch)") }
+        let wait = Int(q["wait"].map(String.init) ?? "0") ?? -1
+        guard (0...limits.maxWaitSeconds).contains(wait) else { throw APIError.badRequest("wait must be from 0 to \(limits.maxWaitSeconds) seconds") }
+        var stored = try replica.commits(afterLSN: since, limit: limit)
+        if stored.isEmpty, wait > 0 {
+            await events.waitForCommits(after: since, timeout: .seconds(wait))
+            stored = try replica.commits(afterLSN: since, limit: limit)
+        }
+        let cursor = stored.last?.lsn ?? since
+        let last = try replica.lastLSN
+        return JSONResponse.make(.object([
+            "commits": CommitWire.json(stored.map(\.commit)), "cursor": .int(cursor),
+            "more": .bool(cursor < last), "lastLSN": .int(last),
+        ]))
+    }
+
+    func push(_ request: Request) async throws -> Response {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: limits.maxBodyBytes)
+        } catch {
+            throw APIError(.contentTooLarge, "too-large", "push larger than \(limits.maxBodyBytes) bytes")
+        }
+        let body: JSONValue
+        do { body = try JSONParser.parse(Array(buffer.readableBytesView), maxDepth: 8) } catch {
+            throw APIError.badRequest("malformed JSON: \(error)")
+        }
+        let commits: [SignedCommit]
+        do { commits = try CommitWire.decode(body["commits"] ?? .null, maxCommits: limits.maxBatch) } catch {
+            throw APIError.badRequest("\(error.description)")
+        }
+        let report = try replica.apply(commits)
+        events.publish(replica: replica)
+        for r in report.rejected {
+            logger.warning("peer push: commit refused", metadata: ["commit": "\(r.ref)", "reason": "\(r.reason)", "detail": "\(r.detail)"])
+        }
+        return JSONResponse.make(PeerAPI.reportJSON(report, vector: replica.versionVector))
+    }
+
+    static func reportJSON(_ report: ApplyReport, vector: [NodeID: UInt64]) -> JSONValue {
+        .object([
+            "applied": .int(Int64(report.applied)), "duplicates": .int(Int64(report.duplicates)),
+            "held": .int(Int64(report.held.count)), "rejected": .int(Int64(report.rejected.count)),
+            "versionVector": vectorJSON(vector),
+        ])
+    }
+}

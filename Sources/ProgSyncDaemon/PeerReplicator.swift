@@ -1,0 +1,218 @@
+import Foundation
+import Logging
+import ProgSyncCore
+import ProgSyncHTTPClient
+import ProgSyncStore
+import ServiceLifecycle
+import Synchronization
+
+/// What `progsync peers` shows for one peer.
+struct PeerStatus: Sendable {
+    enum State: String, Sendable { case connecting, up, backingOff = "backing-off", refused }
+    var name: String
+    var node: NodeID
+    var org: String
+    var address: String
+    var state: State = .connecting
+    var lastContact: UInt64?
+    var lastError: String?
+    var remoteLastLSN: Int64 = 0
+    var pulled: Int64 = 0
+    var pushed: Int64 = 0
+    var caughtUpSince: UInt64?
+    var lastPullCompleted: UInt64 = 0
+    var pendingPush = 0
+
+    func json(now: UInt64, localLastLSN: Int64) -> JSONValue {
+        var o: [String: JSONValue] = [
+            "name": .string(name), "node": .string(node.rawValue), "org": .string(org), "address": .string(address),
+            "state": .string(state.rawValue), "lagCommits": .int(max(0, remoteLastLSN - pulled)),
+            "pendingPush": .int(Int64(pendingPush)), "pulled": .int(pulled), "pushed": .int(pushed),
+        ]
+        o["lastContact"] = lastContact.map { .string(Stamp.iso8601(milliseconds: $0)) } ?? .null
+        o["lastError"] = lastError.map { .string($0) } ?? .null
+        let lagSeconds: Double = caughtUpSince != nil ? 0 : Double(now - (lastContact ?? now)) / 1000
+        o["lagSeconds"] = .double(lagSeconds)
+        return .object(o)
+    }
+}
+
+/// One partner: pulls its feed with a long poll and pushes ours as soon as commits are stored,
+/// each on its own libcurl connection so a long poll never delays a push. A failing peer backs
+/// off with jitter and never blocks other peers or the local API.
+final class PeerReplicator: Service, Sendable {
+    let peer: PartnerRegistry.Node
+    let baseURL: String
+    let replica: Replica
+    let events: EventBroadcaster
+    let logger: Logger
+    let pullClient: HTTPClient
+    let pushClient: HTTPClient
+    let status: Mutex<PeerStatus>
+    let stopping = Mutex(false)
+    static let pullBatch = 5000
+    static let pushBatch = 2000
+    static let longPollSeconds = 20
+
+    init(peer: PartnerRegistry.Node, address: String, tls: HTTPClientConfiguration.TLS?, replica: Replica,
+         events: EventBroadcaster, logger: Logger) throws {
+        self.peer = peer
+        self.baseURL = address.hasSuffix("/") ? String(address.dropLast()) : address
+        self.replica = replica
+        self.events = events
+        var logger = logger
+        logger[metadataKey: "peer"] = "\(peer.name ?? peer.id.rawValue)"
+        self.logger = logger
+        let config = HTTPClientConfiguration(connectTimeout: .seconds(5), requestTimeout: .seconds(60),
+                                             maxResponseBytes: 256 << 20, tls: tls)
+        pullClient = try HTTPClient(configuration: config)
+        pushClient = try HTTPClient(configuration: config)
+        status = Mutex(PeerStatus(name: peer.name ?? peer.id.rawValue, node: peer.id, org: peer.org, address: address))
+    }
+
+    var isStopping: Bool { stopping.withLock { $0 } }
+
+    func run() async throws {
+        // Cancelling on shutdown ends backoff sleeps and aborts a long poll at once.
+        await withGracefulShutdownHandler {
+            try? await cancelWhenGracefulShutdown {
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { await self.pullLoop() }
+                    group.addTask { await self.pushLoop() }
+                }
+            }
+        } onGracefulShutdown: {
+            self.stopping.withLock { $0 = true }
+            self.pullClient.shutdown()
+            self.pushClient.shutdown()
+        }
+    }
+
+    // MARK: Loops
+
+    func pullLoop() async {
+        var backoff = Backoff()
+        var caughtUp = false
+        while !isStopping && !Task.isCancelled {
+            do {
+                let cursor = try replica.peerCursor(peer.id).pulled
+                let wait = caughtUp ? Self.longPollSeconds : 0
+                let body = try await call(pullClient, "GET", "/v1/peer/commits?since=\(cursor)&limit=\(Self.pullBatch)&wait=\(wait)",
+                                          timeout: .seconds(wait + 30))
+                let commits = try CommitWire.decode(body["commits"] ?? .null, maxCommits: Self.pullBatch)
+                guard let next = body["cursor"]?.intValue else { throw PeerError("peer answered without a cursor") }
+                let peerID = peer.id
+                let report = try replica.apply(commits) { db in try Replica.setPulled(db, peer: peerID, to: next) }
+                if !commits.isEmpty { events.publish(replica: replica) }
+                for r in report.rejected {
+                    logger.warning("commit from peer refused", metadata: ["commit": "\(r.ref)", "reason": "\(r.reason)", "detail": "\(r.detail)"])
+                }
+                caughtUp = !(body["more"]?.boolValue ?? false)
+                let now = Replica.wallClockMilliseconds()
+                status.withLock { s in
+                    s.state = .up
+                    s.lastContact = now
+                    s.lastError = nil
+                    s.pulled = next
+                    s.remoteLastLSN = body["lastLSN"]?.intValue ?? next
+                    s.lastPullCompleted = now
+                    s.caughtUpSince = caughtUp ? (s.caughtUpSince ?? now) : nil
+                }
+                backoff.succeed()
+            } catch {
+                if isStopping || Task.isCancelled { return }
+                caughtUp = false
+                await failed(error, backoff: &backoff)
+            }
+        }
+    }
+
+    func pushLoop() async {
+        var backoff = Backoff()
+        var peerVector: [NodeID: UInt64]?
+        while !isStopping && !Task.isCancelled {
+            do {
+                if peerVector == nil {
+                    let hello = try await call(pushClient, "GET", "/v1/peer/hello", timeout: .seconds(15))
+                    guard hello["node"]?.stringValue == peer.id.rawValue else {
+                        throw PeerError("the peer at \(baseURL) is node \(hello["node"]?.stringValue ?? "?"), not \(peer.id)")
+                    }
+                    peerVector = Self.vector(hello["versionVector"])
+                }
+                let pushed = try replica.peerCursor(peer.id).pushed
+                let stored = try replica.commits(afterLSN: pushed, limit: Self.pushBatch)
+                let last = try replica.lastLSN
+                status.withLock { $0.pendingPush = Int(last - pushed); $0.pushed = pushed }
+                guard let lastStored = stored.last else {
+                    await events.waitForCommits(after: pushed, timeout: .seconds(10))
+                    continue
+                }
+                let vector = peerVector ?? [:]
+                let missing = stored.filter { $0.commit.commit.seq > (vector[$0.commit.commit.origin] ?? 0) }.map(\.commit)
+                if !missing.isEmpty {
+                    let body = JSONValue.object(["commits": CommitWire.json(missing)]).canonicalBytes
+                    let answer = try await call(pushClient, "POST", "/v1/peer/commits", body: body, timeout: .seconds(60))
+                    peerVector = Self.vector(answer["versionVector"])
+                }
+                try replica.setPushed(peer: peer.id, to: lastStored.lsn)
+                let now = Replica.wallClockMilliseconds()
+                status.withLock { s in
+                    s.state = .up
+                    s.lastContact = now
+                    s.pushed = lastStored.lsn
+                    s.pendingPush = Int(max(0, last - lastStored.lsn))
+                }
+                backoff.succeed()
+            } catch {
+                if isStopping || Task.isCancelled { return }
+                peerVector = nil
+                await failed(error, backoff: &backoff)
+            }
+        }
+    }
+
+    static func vector(_ value: JSONValue?) -> [NodeID: UInt64] {
+        var out: [NodeID: UInt64] = [:]
+        for (k, v) in value?.objectValue ?? [:] {
+            if let id = NodeID(k), let seq = v.intValue, seq >= 0 { out[id] = UInt64(seq) }
+        }
+        return out
+    }
+
+    func failed(_ error: any Error, backoff: inout Backoff) async {
+        let refused = (error as? HTTPClientError)?.code == .tls
+        let message = "\(error)"
+        let changed = status.withLock { s -> Bool in
+            let changed = s.lastError != message
+            s.state = refused ? .refused : .backingOff
+            s.lastError = message
+            s.caughtUpSince = nil
+            return changed
+        }
+        if changed {
+            if refused {
+                logger.warning("peer refused the TLS handshake or its certificate does not match the registry pin", metadata: ["error": "\(message)"])
+            } else {
+                logger.info("peer unreachable, backing off", metadata: ["error": "\(message)"])
+            }
+        }
+        try? await Task.sleep(for: backoff.fail(random: Double.random(in: 0...1)))
+    }
+
+    func call(_ client: HTTPClient, _ method: String, _ path: String, body: [UInt8]? = nil, timeout: Duration) async throws -> JSONValue {
+        var request = HTTPClientRequest(method: method, url: baseURL + path, body: body, timeout: timeout)
+        if body != nil { request.addHeader("Content-Type", "application/json") }
+        let response = try await client.send(request)
+        let json = try? JSONParser.parse(response.body, maxDepth: 16)
+        guard response.status == 200, let json else {
+            let message = json?["message"]?.stringValue ?? "HTTP \(response.status)"
+            throw PeerError("\(method) \(path.split(separator: "?").first ?? ""): \(message)")
+        }
+        return json
+    }
+}
+
+struct PeerError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
