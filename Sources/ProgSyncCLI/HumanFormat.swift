@@ -85,18 +85,23 @@ public enum HumanFormat {
         if let peers = v["peers"]?.arrayValue, !peers.isEmpty {
             lines.append("")
             lines.append("peers")
-            var table = TextTable(headers: ["NAME", "STATE", "LAST CONTACT", "LAG", "LAST ERROR"])
-            for p in peers {
-                var lag = "\(int(p["lagCommits"])) commits"
-                if let seconds = p["lagSeconds"], seconds != .null { lag += ", \(int(seconds)) s" }
-                table.append([
-                    valueText(p["name"]), valueText(p["state"]), shortTime(p["lastContact"]?.stringValue),
-                    lag, p["lastError"]?.stringValue ?? "",
-                ])
-            }
-            lines.append(indent(table.render(maxWidth: width.map { $0 - 2 }), by: 2))
+            lines.append(indent(peerTable(peers, width: width.map { $0 - 2 }), by: 2))
         }
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// One line per peer: state, last contact, lag both ways, last error.
+    static func peerTable(_ peers: [JSONValue], width: Int?) -> String {
+        var table = TextTable(headers: ["NAME", "STATE", "LAST CONTACT", "LAG", "TO PUSH", "LAST ERROR"])
+        for p in peers {
+            var lag = "\(int(p["lagCommits"])) commits"
+            if let seconds = p["lagSeconds"], seconds != .null { lag += ", \(int(seconds)) s" }
+            table.append([
+                valueText(p["name"]), valueText(p["state"]), shortTime(p["lastContact"]?.stringValue),
+                lag, int(p["pendingPush"]), p["lastError"]?.stringValue ?? "",
+            ])
+        }
+        return table.render(maxWidth: width)
     }
 
     static func indent(_ text: String, by n: Int) -> String {

@@ -32,6 +32,8 @@ public struct ProgSyncCommand: AsyncParsableCommand {
             ImportCommand.self,
             ExportCommand.self,
             ReportCommand.self,
+            PeersCommand.self,
+            SyncCommand.self,
         ]
     )
 

@@ -67,7 +67,9 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
         logger.info("loaded the 2021 programme", metadata: ["records": "\(count)"])
     }
     let events = EventBroadcaster(startingAfter: try replica.lastLSN)
-    var services: [any Service] = [events]
+    // The group stops services in reverse order: the event broadcaster goes first, ending SSE
+    // streams and long polls, so the listeners can drain at once.
+    var services: [any Service] = []
     let replicators = try makeReplicators(configuration, registry: registry!, me: me, replica: replica, events: events, logger: logger)
     services += replicators as [any Service]
     if let listen = configuration.peerListen {
@@ -90,6 +92,7 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
         },
         logger: logger)
     services.append(app)
+    services.append(events)
     return Daemon(configuration: configuration, replica: replica, node: me, services: services, lock: LockBox(lock), logger: logger)
 }
 
