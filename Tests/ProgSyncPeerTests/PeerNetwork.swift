@@ -1,0 +1,208 @@
+import Crypto
+import Foundation
+import ProgSyncCore
+import ProgSyncHTTPClient
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real `progsyncd` processes on loopback, each with its own folder, identity, TLS certificate
+/// and registry, talking mutual TLS. Topology is set per node by which peers get an address in
+/// that node's registry file.
+final class PeerNetwork: @unchecked Sendable {
+    struct Node {
+        var name: String
+        var org: String
+        var folder: String
+        var port: Int
+        var id: String
+        var publicKey: String
+        var pin: String
+        var privateKey: Curve25519.Signing.PrivateKey
+        var socket: String { folder + "/progsync.sock" }
+        var process: Process?
+        var client: HTTPClient
+    }
+
+    let root: String
+    var nodes: [String: Node] = [:]
+    var order: [String] = []
+    /// node name → names of the peers it connects to (nil: all others).
+    var links: [String: Set<String>] = [:]
+
+    static func locate(_ name: String) -> String {
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        var dir = exe.deletingLastPathComponent()
+        for _ in 0..<4 {
+            let candidate = dir.appendingPathComponent(name)
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate.path }
+            dir = dir.deletingLastPathComponent()
+        }
+        return exe.deletingLastPathComponent().appendingPathComponent(name).path
+    }
+
+    static let progsyncd = locate("progsyncd")
+
+    init(_ members: [(name: String, org: String)]) throws {
+        root = FileManager.default.temporaryDirectory.appendingPathComponent("progsync-net-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        for (name, org) in members {
+            let folder = root + "/" + name
+            let result = try Self.run(Self.progsyncd, ["init", "--data-dir", folder, "--org", org, "--name", name])
+            guard result.status == 0 else { throw PeerTestError("init \(name): \(result.output)") }
+            let identity = try JSONParser.parse([UInt8](FileManager.default.contents(atPath: folder + "/identity.json")!))
+            let pin = result.output.split(separator: "\n").first { $0.hasPrefix("certificate:") }
+                .map { String($0.dropFirst("certificate:".count)).trimmingCharacters(in: .whitespaces) } ?? ""
+            let key = try Curve25519.Signing.PrivateKey(rawRepresentation: Base64.decode(identity["privateKey"]!.stringValue!)!)
+            nodes[name] = Node(
+                name: name, org: org, folder: folder, port: try Self.freePort(), id: identity["id"]!.stringValue!,
+                publicKey: identity["publicKey"]!.stringValue!, pin: pin, privateKey: key,
+                client: try HTTPClient(configuration: .init(unixSocketPath: folder + "/progsync.sock", requestTimeout: .seconds(60))))
+            order.append(name)
+        }
+    }
+
+    /// The registry as `name` sees it: every node's key and pin; addresses only for its links.
+    func registry(for name: String, coordinators: [String] = ["jenv"]) -> JSONValue {
+        let linked = links[name] ?? Set(order).subtracting([name])
+        var orgs: [String: [JSONValue]] = [:]
+        for n in order.map({ nodes[$0]! }) {
+            var entry: [String: JSONValue] = [
+                "id": .string(n.id), "name": .string(n.name), "publicKey": .string(n.publicKey), "certificatePin": .string(n.pin),
+            ]
+            if linked.contains(n.name) { entry["address"] = .string("https://127.0.0.1:\(n.port)") }
+            orgs[n.org, default: []].append(.object(entry))
+        }
+        return .object([
+            "coordinators": .array(coordinators.map { .string($0) }),
+            "orgs": .array(orgs.keys.sorted().map { .object(["code": .string($0), "nodes": .array(orgs[$0]!)]) }),
+        ])
+    }
+
+    func start(_ name: String, sample: Bool = false) throws {
+        var node = nodes[name]!
+        try (registry(for: name).prettyString() + "\n").write(toFile: node.folder + "/registry.json", atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.progsyncd)
+        process.arguments = ["--data-dir", node.folder] + (sample ? [] : ["--empty"])
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PROGSYNC_") }
+        env["PROGSYNC_PEERS_LISTEN"] = "127.0.0.1:\(node.port)"
+        process.environment = env
+        let log = FileHandle(forWritingAtPath: node.folder + "/daemon.log") ?? {
+            FileManager.default.createFile(atPath: node.folder + "/daemon.log", contents: nil)
+            return FileHandle(forWritingAtPath: node.folder + "/daemon.log")!
+        }()
+        log.seekToEndOfFile()
+        process.standardError = log
+        process.standardOutput = log
+        try process.run()
+        node.process = process
+        nodes[name] = node
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            if FileManager.default.fileExists(atPath: node.socket), (try? status(name)) != nil { return }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw PeerTestError("\(name) did not start: \(self.log(name).suffix(2000))")
+    }
+
+    func log(_ name: String) -> String {
+        (try? String(contentsOfFile: nodes[name]!.folder + "/daemon.log", encoding: .utf8)) ?? ""
+    }
+
+    func stop(_ name: String, signal: Int32 = SIGTERM) {
+        guard let process = nodes[name]?.process, process.isRunning else { return }
+        kill(process.processIdentifier, signal)
+        process.waitUntilExit()
+        nodes[name]!.process = nil
+    }
+
+    func tearDown() {
+        for name in order { stop(name, signal: SIGKILL) }
+        for name in order { nodes[name]!.client.shutdown() }
+        try? FileManager.default.removeItem(atPath: root)
+    }
+
+    // MARK: Talking to nodes
+
+    func request(_ name: String, _ method: String, _ path: String, _ body: JSONValue? = nil) async throws -> (Int, JSONValue) {
+        let response = try await nodes[name]!.client.send(HTTPClientRequest(
+            method: method, url: "http://localhost" + path, body: body?.canonicalBytes))
+        return (response.status, (try? JSONParser.parse(response.body, maxDepth: 64)) ?? .null)
+    }
+
+    func status(_ name: String) throws -> JSONValue {
+        let semaphore = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var result: JSONValue?
+        let client = nodes[name]!.client
+        Task {
+            if let r = try? await client.send(HTTPClientRequest(url: "http://localhost/v1/status", timeout: .seconds(2))), r.status == 200 {
+                result = try? JSONParser.parse(r.body)
+            }
+            semaphore.signal()
+        }
+        semaphore.wait()
+        guard let result else { throw PeerTestError("no status from \(name)") }
+        return result
+    }
+
+    func digest(_ name: String) async throws -> String {
+        try await request(name, "GET", "/v1/digest").1["root"]?.stringValue ?? ""
+    }
+
+    /// Waits until every running node reports the same digest and version vector.
+    func waitForAgreement(_ names: [String]? = nil, timeout: TimeInterval = 20) async throws -> String {
+        let names = names ?? order
+        let deadline = Date().addingTimeInterval(timeout)
+        var last: [String] = []
+        while Date() < deadline {
+            var digests: [String] = []
+            var vectors: [JSONValue] = []
+            for n in names {
+                let (_, s) = try await request(n, "GET", "/v1/status")
+                digests.append(s["digest"]?.stringValue ?? "")
+                vectors.append(s["versionVector"] ?? .null)
+            }
+            last = digests
+            if Set(digests).count == 1, Set(vectors.map(\.canonicalString)).count == 1 { return digests[0] }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw PeerTestError("no agreement within \(timeout) s: \(zip(names, last).map { "\($0)=\($1.prefix(12))" })")
+    }
+
+    // MARK: Helpers
+
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard bound else { throw PeerTestError("no free port") }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    static func run(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+}
+
+struct PeerTestError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
