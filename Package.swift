@@ -125,6 +125,16 @@ let package = Package(
             path: "Benchmarks/LocalAPIBench",
             swiftSettings: swiftSettings
         ),
+        // Partner sync benchmark: initial sync over TLS and propagation latency between real nodes.
+        .executableTarget(
+            name: "ProgSyncSyncBench",
+            dependencies: [
+                "ProgSyncCore", "ProgSyncStore", "ProgSyncHTTPClient",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            path: "Benchmarks/SyncBench",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "ProgSyncDaemonTests",
             dependencies: [

@@ -180,8 +180,9 @@ final class PeerReplicator: Service, Sendable {
     }
 
     func failed(_ error: any Error, backoff: inout Backoff) async {
-        let refused = (error as? HTTPClientError)?.code == .tls
         let message = "\(error)"
+        // TLS 1.3 reports a refused client certificate after the handshake, as a read error.
+        let refused = (error as? HTTPClientError).map { $0.code == .tls || $0.message.contains("alert") } ?? false
         let changed = status.withLock { s -> Bool in
             let changed = s.lastError != message
             s.state = refused ? .refused : .backingOff
