@@ -98,7 +98,8 @@ public enum ProgrammeSchema {
 
     public static func isValidRecordID(_ id: String) -> Bool {
         let bytes = id.utf8
-        guard !bytes.isEmpty, bytes.count <= maxIDLength else { return false }
+        // "." and ".." would be path segments that HTTP clients remove.
+        guard !bytes.isEmpty, bytes.count <= maxIDLength, id != ".", id != ".." else { return false }
         return bytes.allSatisfy { b in
             (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
                 || b == UInt8(ascii: ".") || b == UInt8(ascii: "_") || b == UInt8(ascii: ":") || b == UInt8(ascii: "-")

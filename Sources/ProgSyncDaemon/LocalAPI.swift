@@ -19,11 +19,11 @@ struct LocalAPI: Sendable {
     func addRoutes(to router: Router<LocalRequestContext>) {
         router.get("/v1/status") { _, _ in try self.status() }
         router.get("/v1/records") { request, _ in try self.listRecords(request) }
-        router.get("/v1/records/:id") { _, context in try self.getRecord(try context.parameters.require("id")) }
+        router.get("/v1/records/:id") { _, context in try self.getRecord(try Self.pathID(context)) }
         router.put("/v1/records/:id") { request, context in try await self.writeRecord(request, context, mustExist: false) }
         router.patch("/v1/records/:id") { request, context in try await self.writeRecord(request, context, mustExist: true) }
         router.delete("/v1/records/:id") { _, context in try await self.deleteRecord(context) }
-        router.get("/v1/records/:id/history") { _, context in try self.history(try context.parameters.require("id")) }
+        router.get("/v1/records/:id/history") { _, context in try self.history(try Self.pathID(context)) }
         router.get("/v1/conflicts") { _, _ in try self.conflicts() }
         router.post("/v1/conflicts/:id/resolve") { request, context in try await self.resolve(request, context) }
         router.get("/v1/quarantine") { _, _ in try self.quarantine() }
@@ -103,6 +103,13 @@ struct LocalAPI: Sendable {
     func getRecord(_ id: String) throws -> Response {
         let fields = try existingFields(id)
         return JSONResponse.make(try recordJSON(id, fields: fields, withVersions: true))
+    }
+
+    /// The `{id}` path segment, percent-decoded (clients encode ':' and '.' as they like).
+    static func pathID(_ context: LocalRequestContext) throws -> String {
+        let raw = try context.parameters.require("id")
+        guard let decoded = raw.removingPercentEncoding else { throw APIError.badRequest("invalid percent-encoding in the path") }
+        return decoded
     }
 
     func existingFields(_ id: String) throws -> [String: FieldState] {
@@ -250,7 +257,7 @@ struct LocalAPI: Sendable {
     }
 
     func writeRecord(_ request: Request, _ context: LocalRequestContext, mustExist: Bool) async throws -> Response {
-        let id = try context.parameters.require("id")
+        let id = try Self.pathID(context)
         guard ProgrammeSchema.isValidRecordID(id) else { throw APIError.badRequest("invalid record id: use 1–128 of A-Z a-z 0-9 . _ : -") }
         var writes = try fieldWrites(record: id, try await jsonBody(request, limit: limits.maxBodyBytes))
         let exists = !(try replica.fields(ofRecord: id).isEmpty)
@@ -262,13 +269,13 @@ struct LocalAPI: Sendable {
     }
 
     func deleteRecord(_ context: LocalRequestContext) async throws -> Response {
-        let id = try context.parameters.require("id")
+        let id = try Self.pathID(context)
         _ = try existingFields(id)
         return try await commit([FieldWrite(record: id, field: "deleted", value: true)], context: context, record: id, created: false)
     }
 
     func resolve(_ request: Request, _ context: LocalRequestContext) async throws -> Response {
-        let conflictID = try context.parameters.require("id")
+        let conflictID = try Self.pathID(context)
         let parts = conflictID.split(separator: "~", maxSplits: 1).map(String.init)
         guard parts.count == 2 else { throw APIError.badRequest("conflict id is <record>~<field>") }
         let body = try await jsonBody(request, limit: limits.maxBodyBytes)
@@ -380,7 +387,9 @@ struct LocalAPI: Sendable {
         let name = q["peer"].map(String.init)
         let selected = peers.filter { p in name == nil || p.status.withLock { $0.name == name || $0.node.rawValue == name } }
         if let name, selected.isEmpty { throw APIError.notFound("no peer \(name)") }
-        let timeout = Double(q["timeout"].map(String.init) ?? "60") ?? 60
+        guard let timeout = Double(q["timeout"].map(String.init) ?? "60"), timeout >= 0, timeout <= 600 else {
+            throw APIError.badRequest("timeout must be a number of seconds from 0 to 600")
+        }
         let target = try replica.lastLSN
         let deadline = Replica.wallClockMilliseconds() + UInt64(max(0, min(timeout, 600)) * 1000)
         var caughtUp = false

@@ -193,7 +193,7 @@ extension Replica {
         if let text = query.text, !text.isEmpty {
             conditions.append("""
                 EXISTS (SELECT 1 FROM fields t WHERE t.record = k.record AND t.field IN ('title', 'explanation', 'theme')
-                AND t.value LIKE ? ESCAPE '\\')
+                AND json_extract(t.value, '$') LIKE ? ESCAPE '\\')
                 """)
             let escaped = text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
                 .replacingOccurrences(of: "_", with: "\\_")
