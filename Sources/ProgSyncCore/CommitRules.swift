@@ -49,8 +49,9 @@ public enum CommitRules {
             let record: String
             let field: String
         }
-        var seen = Set<FieldKey>(minimumCapacity: commit.changes.count)
-        for change in commit.changes {
+        // Small commits (the usual case) compare pairwise; large ones use a set.
+        var seen = Set<FieldKey>(minimumCapacity: commit.changes.count > 32 ? commit.changes.count : 0)
+        for (index, change) in commit.changes.enumerated() {
             guard ProgrammeSchema.isValidRecordID(change.record) else {
                 return CommitVerdict(.invalid, "invalid record id")
             }
@@ -59,7 +60,10 @@ public enum CommitRules {
             } catch {
                 return CommitVerdict(.invalid, "record \(change.record): \(error)")
             }
-            if !seen.insert(FieldKey(record: change.record, field: change.field)).inserted {
+            let duplicate = commit.changes.count > 32
+                ? !seen.insert(FieldKey(record: change.record, field: change.field)).inserted
+                : commit.changes[..<index].contains { $0.field == change.field && $0.record == change.record }
+            if duplicate {
                 return CommitVerdict(.invalid, "record \(change.record) field \(change.field) changed twice in one commit")
             }
             for ref in change.supersedes where ref.origin == commit.origin && ref.seq >= commit.seq {

@@ -20,18 +20,18 @@ public enum ReplicaDigest {
     }
 
     public static func entryHash(record: String, field: String, version: FieldVersion) -> BucketSum {
-        var hasher = SHA256()
-        var record = record, field = field, origin = version.origin.rawValue
-        let zero: [UInt8] = [0]
-        record.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
-        hasher.update(data: zero)
-        field.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
-        hasher.update(data: zero)
-        withUnsafeBytes(of: version.stamp.rawValue.bigEndian) { hasher.update(bufferPointer: $0) }
-        origin.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
-        hasher.update(data: zero)
-        version.value.withUnsafeBytes { hasher.update(bufferPointer: $0) }
-        return BucketSum(digest: hasher.finalize())
+        // One contiguous buffer and one SHA-256 call: this runs for every merged change.
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(record.utf8.count + field.utf8.count + version.value.count + 30)
+        buffer.append(contentsOf: record.utf8)
+        buffer.append(0)
+        buffer.append(contentsOf: field.utf8)
+        buffer.append(0)
+        withUnsafeBytes(of: version.stamp.rawValue.bigEndian) { buffer.append(contentsOf: $0) }
+        buffer.append(contentsOf: version.origin.rawValue.utf8)
+        buffer.append(0)
+        buffer.append(contentsOf: version.value)
+        return BucketSum(digest: SHA256.hash(data: buffer))
     }
 
     public static func innerNodes(_ buckets: [BucketSum]) -> [[UInt8]] {

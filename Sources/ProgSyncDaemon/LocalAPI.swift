@@ -325,6 +325,7 @@ struct LocalAPI: Sendable {
         let author = await context.author()
         let commits = try replica.commitLocalBatch(author: author, commits: batches)
         events.publish(replica: replica)
+        replica.releaseMemory()
         return JSONResponse.make(.object([
             "records": .int(Int64(list.count)), "commits": .int(Int64(commits.count)),
             "changes": .int(Int64(batches.reduce(0) { $0 + $1.count })),

@@ -4,6 +4,11 @@ import Logging
 import ProgSyncCore
 import Synchronization
 
+#if os(Linux)
+/// glibc's malloc_trim (in <malloc.h>, which the Glibc module does not export).
+@_silgen_name("malloc_trim") private func glibcMallocTrim(_ pad: Int) -> Int32
+#endif
+
 /// How a replica is opened. `now` is injectable so tests can run a node with a skewed clock.
 public struct ReplicaConfiguration: Sendable {
     public var path: String
@@ -280,6 +285,16 @@ public final class Replica: Sendable {
     /// Runs a read-only query on a snapshot.
     public func read<T>(_ body: (Database) throws -> T) throws -> T {
         try pool.read(body)
+    }
+
+    /// Hands memory back after bulk work (a large import or sync): SQLite's page caches and the
+    /// allocator's free lists, so an idle daemon stays small.
+    public func releaseMemory() {
+        try? pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA shrink_memory") }
+        (pool as? DatabasePool)?.releaseMemory()
+        #if os(Linux)
+        _ = glibcMallocTrim(0)
+        #endif
     }
 
     public func close() throws {
