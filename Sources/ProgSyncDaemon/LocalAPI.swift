@@ -124,11 +124,12 @@ struct LocalAPI: Sendable {
         var versions: [String: JSONValue] = [:]
         var conflicted: [JSONValue] = []
         var latest = Stamp.zero
+        let authors = withVersions ? try replica.authors(of: Set(fields.values.map(\.version.ref))) : [:]
         for (name, state) in fields {
             if state.value != .null { values[name] = state.value }
             if !state.losers.isEmpty { conflicted.append(.string(name)) }
             latest = max(latest, state.version.stamp)
-            if withVersions { versions[name] = try versionJSON(state.version, value: nil) }
+            if withVersions { versions[name] = versionJSON(state.version, value: nil, author: authors[state.version.ref]) }
         }
         var out: [String: JSONValue] = [
             "id": .string(id), "fields": .object(values), "updated": .string(Stamp.iso8601(milliseconds: latest.milliseconds)),
@@ -138,11 +139,11 @@ struct LocalAPI: Sendable {
         return .object(out)
     }
 
-    func versionJSON(_ version: FieldVersion, value: JSONValue?) throws -> JSONValue {
+    func versionJSON(_ version: FieldVersion, value: JSONValue?, author: String?) -> JSONValue {
         var out: [String: JSONValue] = [
             "stamp": .string(version.stamp.hex), "time": .string(Stamp.iso8601(milliseconds: version.stamp.milliseconds)),
             "origin": .string(version.origin.rawValue), "org": .string(replica.registry.org(of: version.origin) ?? "unknown"),
-            "author": .string(try replica.author(of: version.ref) ?? "unknown"),
+            "author": .string(author ?? "unknown"),
         ]
         if let value { out["value"] = value }
         return .object(out)
@@ -165,7 +166,7 @@ struct LocalAPI: Sendable {
     func conflicts() throws -> Response {
         let list: [JSONValue] = try replica.conflicts().map { entry in
             let versions = try ([entry.winner] + entry.losers).enumerated().map { index, version -> JSONValue in
-                var v = try versionJSON(version, value: (try? JSONParser.parse(version.value)) ?? .null)
+                var v = versionJSON(version, value: (try? JSONParser.parse(version.value)) ?? .null, author: try replica.author(of: version.ref))
                 if case .object(var o) = v {
                     o["winner"] = .bool(index == 0)
                     v = .object(o)
