@@ -8,6 +8,10 @@ public enum CommitWire {
 
     public static func json(_ commits: [SignedCommit]) -> JSONValue { .array(commits.map(json)) }
 
+    public static func json(body: [UInt8], signature: [UInt8]) -> JSONValue {
+        .object(["body": .string(Base64.encode(body)), "sig": .string(Base64.encode(signature))])
+    }
+
     /// Decodes a batch; one malformed item refuses the whole batch (nothing half-applied).
     public static func decode(_ value: JSONValue, maxCommits: Int) throws(CommitDecodingError) -> [SignedCommit] {
         guard let items = value.arrayValue else { throw CommitDecodingError("commits must be a list") }

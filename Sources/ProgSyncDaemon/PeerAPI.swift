@@ -52,15 +52,15 @@ struct PeerAPI: Sendable {
         guard (1...limits.maxBatch).contains(limit) else { throw APIError.badRequest("limit must be from 1 to \(limits.maxBatch)") }
         let wait = Int(q["wait"].map(String.init) ?? "0") ?? -1
         guard (0...limits.maxWaitSeconds).contains(wait) else { throw APIError.badRequest("wait must be from 0 to \(limits.maxWaitSeconds) seconds") }
-        var stored = try replica.commits(afterLSN: since, limit: limit)
+        var stored = try replica.rawCommits(afterLSN: since, limit: limit)
         if stored.isEmpty, wait > 0 {
             await events.waitForCommits(after: since, timeout: .seconds(wait))
-            stored = try replica.commits(afterLSN: since, limit: limit)
+            stored = try replica.rawCommits(afterLSN: since, limit: limit)
         }
         let cursor = stored.last?.lsn ?? since
         let last = try replica.lastLSN
         return JSONResponse.make(.object([
-            "commits": CommitWire.json(stored.map(\.commit)), "cursor": .int(cursor),
+            "commits": .array(stored.map { CommitWire.json(body: $0.body, signature: $0.signature) }), "cursor": .int(cursor),
             "more": .bool(cursor < last), "lastLSN": .int(last),
         ]))
     }

@@ -93,21 +93,35 @@ final class PeerReplicator: Service, Sendable {
     func pullLoop() async {
         var backoff = Backoff()
         var caughtUp = false
+        // While a batch is applied the next one is already on its way (initial sync, catch-up).
+        var prefetched: Task<JSONValue, any Error>?
         while !isStopping && !Task.isCancelled {
             do {
-                let cursor = try replica.peerCursor(peer.id).pulled
-                let wait = caughtUp ? Self.longPollSeconds : 0
-                let body = try await call(pullClient, "GET", "/v1/peer/commits?since=\(cursor)&limit=\(Self.pullBatch)&wait=\(wait)",
+                let body: JSONValue
+                if let next = prefetched {
+                    prefetched = nil
+                    body = try await next.value
+                } else {
+                    let cursor = try replica.peerCursor(peer.id).pulled
+                    let wait = caughtUp ? Self.longPollSeconds : 0
+                    body = try await call(pullClient, "GET", "/v1/peer/commits?since=\(cursor)&limit=\(Self.pullBatch)&wait=\(wait)",
                                           timeout: .seconds(wait + 30))
+                }
                 let commits = try CommitWire.decode(body["commits"] ?? .null, maxCommits: Self.pullBatch)
                 guard let next = body["cursor"]?.intValue else { throw PeerError("peer answered without a cursor") }
+                caughtUp = !(body["more"]?.boolValue ?? false)
+                if !caughtUp {
+                    let client = pullClient
+                    prefetched = Task {
+                        try await self.call(client, "GET", "/v1/peer/commits?since=\(next)&limit=\(Self.pullBatch)&wait=0", timeout: .seconds(30))
+                    }
+                }
                 let peerID = peer.id
                 let report = try replica.apply(commits) { db in try Replica.setPulled(db, peer: peerID, to: next) }
                 if !commits.isEmpty { events.publish(replica: replica) }
                 for r in report.rejected {
                     logger.warning("commit from peer refused", metadata: ["commit": "\(r.ref)", "reason": "\(r.reason)", "detail": "\(r.detail)"])
                 }
-                caughtUp = !(body["more"]?.boolValue ?? false)
                 let now = Replica.wallClockMilliseconds()
                 status.withLock { s in
                     s.state = .up
@@ -120,11 +134,14 @@ final class PeerReplicator: Service, Sendable {
                 }
                 backoff.succeed()
             } catch {
+                prefetched?.cancel()
+                prefetched = nil
                 if isStopping || Task.isCancelled { return }
                 caughtUp = false
                 await failed(error, backoff: &backoff)
             }
         }
+        prefetched?.cancel()
     }
 
     func pushLoop() async {
@@ -140,7 +157,7 @@ final class PeerReplicator: Service, Sendable {
                     peerVector = Self.vector(hello["versionVector"])
                 }
                 let pushed = try replica.peerCursor(peer.id).pushed
-                let stored = try replica.commits(afterLSN: pushed, limit: Self.pushBatch)
+                let stored = try replica.rawCommits(afterLSN: pushed, limit: Self.pushBatch)
                 let last = try replica.lastLSN
                 status.withLock { $0.pendingPush = Int(last - pushed); $0.pushed = pushed }
                 guard let lastStored = stored.last else {
@@ -148,9 +165,10 @@ final class PeerReplicator: Service, Sendable {
                     continue
                 }
                 let vector = peerVector ?? [:]
-                let missing = stored.filter { $0.commit.commit.seq > (vector[$0.commit.commit.origin] ?? 0) }.map(\.commit)
+                let missing = stored.filter { c in c.seq > (NodeID(c.origin).flatMap { vector[$0] } ?? 0) }
                 if !missing.isEmpty {
-                    let body = JSONValue.object(["commits": CommitWire.json(missing)]).canonicalBytes
+                    let wire = JSONValue.array(missing.map { CommitWire.json(body: $0.body, signature: $0.signature) })
+                    let body = JSONValue.object(["commits": wire]).canonicalBytes
                     let answer = try await call(pushClient, "POST", "/v1/peer/commits", body: body, timeout: .seconds(60))
                     peerVector = Self.vector(answer["versionVector"])
                 }

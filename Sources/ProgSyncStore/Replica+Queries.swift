@@ -125,6 +125,25 @@ extension Replica {
         }
     }
 
+    /// A stored commit as bytes, for relaying: no decoding, since the receiver verifies anyway.
+    public struct RawCommit: Sendable {
+        public var lsn: Int64
+        public var origin: String
+        public var seq: UInt64
+        public var body: [UInt8]
+        public var signature: [UInt8]
+    }
+
+    public func rawCommits(afterLSN lsn: Int64, limit: Int) throws -> [RawCommit] {
+        try pool.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT lsn, origin, seq, body, sig FROM commits WHERE lsn > ? ORDER BY lsn LIMIT ?", arguments: [lsn, limit]
+            ).map { row in
+                RawCommit(lsn: row[0], origin: row[1], seq: UInt64(row[2] as Int64), body: [UInt8](row[3] as Data), signature: [UInt8](row[4] as Data))
+            }
+        }
+    }
+
     public var lastLSN: Int64 {
         get throws { try pool.read { db in try Int64.fetchOne(db, sql: "SELECT max(lsn) FROM commits") ?? 0 } }
     }
