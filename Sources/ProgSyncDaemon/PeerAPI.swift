@@ -15,6 +15,7 @@ struct PeerRequestContext: RequestContext {
 /// serves every commit the node holds, whoever made it, so chains and hubs converge too.
 struct PeerAPI: Sendable {
     static let protocolVersion = 1
+    static let maxBatchBytes = 4 << 20
     let replica: Replica
     let node: NodeFiles.StoredIdentity
     let events: EventBroadcaster
@@ -56,6 +57,12 @@ struct PeerAPI: Sendable {
         if stored.isEmpty, wait > 0 {
             await events.waitForCommits(after: since, timeout: .seconds(wait))
             stored = try replica.rawCommits(afterLSN: since, limit: limit)
+        }
+        // Batches are bounded in bytes too, so a peer catching up gets a stream of moderate batches
+        // it can apply while the next one travels, whatever the commit sizes.
+        var bytes = 0
+        if let cut = stored.firstIndex(where: { c in bytes += c.body.count; return bytes > Self.maxBatchBytes }), cut > 0 {
+            stored.removeSubrange(cut...)
         }
         let cursor = stored.last?.lsn ?? since
         let last = try replica.lastLSN
