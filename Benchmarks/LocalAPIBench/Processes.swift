@@ -126,3 +126,18 @@ func loadAverage() -> String {
     guard let text = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return "?" }
     return text.split(separator: " ").prefix(3).joined(separator: " ")
 }
+
+/// The file system type under a path (longest mount point in /proc/mounts), so a reader can tell
+/// whether fsync reaches a disk.
+func fileSystemType(_ path: String) -> String {
+    guard let text = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8) else { return "unknown file system" }
+    var best = (length: -1, type: "unknown file system")
+    for line in text.split(separator: "\n") {
+        let parts = line.split(separator: " ")
+        guard parts.count >= 3 else { continue }
+        let mount = String(parts[1])
+        let matches = mount == "/" || path == mount || path.hasPrefix(mount + "/")
+        if matches && mount.count > best.length { best = (mount.count, String(parts[2])) }
+    }
+    return best.type == "tmpfs" ? "tmpfs (fsync is free there)" : best.type
+}

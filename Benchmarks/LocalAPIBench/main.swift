@@ -251,7 +251,7 @@ func benchmark(_ o: Options, cleanup: Cleanup) throws -> Int32 {
     say("ProgSyncLocalAPIBench: \(o.connections) keep-alive connections (\(client)), \(f(o.warmup, 1)) s warm-up + "
         + "\(f(o.duration, 1)) s measured per load, \(o.runs) run(s), \(cores) CPU core(s)")
     say("progsyncd: \(progsyncd)")
-    say("temporary folder: \(temp)")
+    say("temporary folder: \(temp) on \(fileSystemType(temp))")
 
     // The daemon.
     let daemon = try ChildProcess(name: "progsyncd", executable: progsyncd,
@@ -318,6 +318,7 @@ func benchmark(_ o: Options, cleanup: Cleanup) throws -> Int32 {
     sleepNanos(UInt64(o.idleSeconds * 1e9))
     let idleRSS = procStatusKB(pid: daemon.pid, field: "VmRSS")
     let idleHWM = procStatusKB(pid: daemon.pid, field: "VmHWM")
+    let idleAnon = procStatusKB(pid: daemon.pid, field: "RssAnon"), idleFile = procStatusKB(pid: daemon.pid, field: "RssFile")
     let dbSize = (try? FileManager.default.contentsOfDirectory(atPath: dataDir))?.reduce(0) { sum, name in
         sum + ((try? FileManager.default.attributesOfItem(atPath: dataDir + "/" + name)[.size] as? Int) ?? 0)
     } ?? 0
@@ -398,6 +399,7 @@ func benchmark(_ o: Options, cleanup: Cleanup) throws -> Int32 {
         }
     }
     let afterRSS = procStatusKB(pid: daemon.pid, field: "VmRSS")
+    let afterAnon = procStatusKB(pid: daemon.pid, field: "RssAnon"), afterFile = procStatusKB(pid: daemon.pid, field: "RssFile")
     let afterHWM = procStatusKB(pid: daemon.pid, field: "VmHWM")
     cleanup.run()
 
@@ -417,7 +419,8 @@ func benchmark(_ o: Options, cleanup: Cleanup) throws -> Int32 {
         + (busiest > 25 ? " (noisy: the figures are lower than on an idle machine)" : ""))
 
     say("memory: progsyncd VmRSS idle with \(o.activities) activities loaded: \(mb(idleRSS)) "
-        + "(VmHWM \(mb(idleHWM)); after the load runs: VmRSS \(mb(afterRSS)), VmHWM \(mb(afterHWM)))")
+        + "(RssAnon \(mb(idleAnon)), RssFile \(mb(idleFile)), VmHWM \(mb(idleHWM)); after the load runs: VmRSS \(mb(afterRSS)), "
+        + "RssAnon \(mb(afterAnon)), RssFile \(mb(afterFile)), VmHWM \(mb(afterHWM)))")
 
     let get = medians["progsyncd GET"]!, patch = medians["progsyncd PATCH"]!, floor = medians["nginx-static GET"]!
     say("patch: \(Int(patch.rps.rounded())) req/s p50 \(f(patch.p50, 2)) ms p99 \(f(patch.p99, 2)) ms")
