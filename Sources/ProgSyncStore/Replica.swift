@@ -130,10 +130,14 @@ public final class Replica: Sendable {
         config.prepareDatabase { db in
             // FULL: a commit acknowledged to a client or peer survives power loss.
             try db.execute(sql: "PRAGMA synchronous = FULL")
-            // 64 MiB of page cache: bulk merges touch B-tree pages all over the fields table.
-            try db.execute(sql: "PRAGMA cache_size = -65536")
+            // The writer gets 64 MiB of page cache (bulk merges touch B-tree pages all over the
+            // fields table); readers keep SQLite's small default, so an idle daemon stays small.
+            if !db.configuration.readonly {
+                try db.execute(sql: "PRAGMA cache_size = -65536")
+            }
         }
         config.busyMode = .timeout(10)
+        config.maximumReaderCount = 2
         // ":memory:" gives a private in-memory replica (property tests); anything else a WAL file.
         pool = configuration.path == ":memory:"
             ? try DatabaseQueue(configuration: config)
