@@ -142,6 +142,9 @@ public final class Replica: Sendable {
         pool = configuration.path == ":memory:"
             ? try DatabaseQueue(configuration: config)
             : try DatabasePool(path: configuration.path, configuration: config)
+        // GRDB sets synchronous=NORMAL on a pool's writer after prepareDatabase runs; set FULL
+        // again on the writer, the only connection that commits.
+        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         try Self.migrator.migrate(pool)
         let loaded = try pool.read { db -> State in
             var heads: [NodeID: Head] = [:]
@@ -299,6 +302,11 @@ public final class Replica: Sendable {
         #if os(Linux)
         _ = glibcMallocTrim(0)
         #endif
+    }
+
+    /// The writer's `PRAGMA synchronous` (2 = FULL): every commit is fsynced before it is acknowledged.
+    public var writerSynchronousMode: Int {
+        get throws { try pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 } }
     }
 
     public func close() throws {

@@ -171,3 +171,13 @@ import Testing
         #expect(try receiver.fields(ofRecord: "a1")["status"]?.value == "completed")
     }
 }
+
+@Suite struct DurabilityTests {
+    @Test func everyCommitIsSyncedToDisk() throws {
+        let network = TestNetwork(nodes: [("coord", "jenv")])
+        defer { network.cleanUp() }
+        let replica = try network.replica("coord")
+        #expect(try replica.writerSynchronousMode == 2, "synchronous must be FULL on the writer")
+        try replica.close()
+    }
+}
