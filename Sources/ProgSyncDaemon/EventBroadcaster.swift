@@ -41,7 +41,7 @@ final class EventBroadcaster: Service, Sendable {
     }
 
     /// Sends every commit stored since the last call, and wakes long polls.
-    func publish(_ lsns: ClosedRange<Int64>? = nil, replica: Replica) {
+    func publish(replica: Replica) {
         let wake = state.withLock { s -> [CheckedContinuation<Void, Never>] in
             guard !s.subscribers.isEmpty else {
                 s.lastLSN = (try? replica.lastLSN) ?? s.lastLSN

@@ -195,7 +195,7 @@ struct LocalAPI: Sendable {
     func release(_ hashText: String) throws -> Response {
         guard let hash = Hex.decode(hashText), hash.count == 32 else { throw APIError.badRequest("hash must be 64 hex digits") }
         let report = try replica.releaseHeld(hash: hash)
-        events.publish(report.lsns, replica: replica)
+        events.publish(replica: replica)
         return JSONResponse.make(.object([
             "applied": .int(Int64(report.applied)), "held": .int(Int64(report.held.count)), "rejected": .int(Int64(report.rejected.count)),
         ]))

@@ -269,7 +269,6 @@ struct ApplyContext {
     /// A record this replica has never seen: its fields need no merge, only a multi-row insert.
     mutating func insertNewFields(record: String, changes: ArraySlice<Change>, versions: [FieldVersion]) throws {
         let bucket = ReplicaDigest.bucket(ofRecord: record)
-        var index = 0
         for chunk in stride(from: 0, to: versions.count, by: 16) {
             let n = min(16, versions.count - chunk)
             let placeholders = Array(repeating: "(?, ?, ?, ?, ?, ?)", count: n).joined(separator: ", ")
@@ -287,7 +286,6 @@ struct ApplyContext {
                 statement.bind(column + 5, Int64(version.seq))
                 column += 6
                 addToBucket(bucket, ReplicaDigest.entryHash(record: record, field: change.field, version: version))
-                index += 1
             }
             try statement.run()
         }
