@@ -34,10 +34,15 @@ let package = Package(
             pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
+        // zlib, for compressed bundles (a dependency of libcurl, so already on every node).
+        .systemLibrary(
+            name: "CZlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
         // Pure core: clock, ids, records, commits, signing, merge rule, digest. No I/O.
         .target(
             name: "ProgSyncCore",
-            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["CZlib", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         // The replica's persistence: SQLite through GRDB.

@@ -75,6 +75,25 @@ public enum HumanFormat {
         for (label, value) in rows {
             lines.append(TextTable.pad(label, to: labelWidth) + "  " + value)
         }
+        if let c = v["connectivity"] {
+            lines.append("")
+            if c["online"]?.boolValue == true {
+                lines.append("online: \(int(c["peersUp"])) of \(int(c["peersConfigured"])) partners connected")
+            } else {
+                let since = c["lastContact"]?.stringValue.map { "; last contact \(shortTime($0))" } ?? "; no partner reached yet"
+                lines.append("OFFLINE: no partner reachable\(since). Local changes are kept and replicate when a partner is reachable again.")
+            }
+            let waiting = c["waiting"]?.arrayValue ?? []
+            if !waiting.isEmpty {
+                lines.append("commits waiting for each partner (by the last version vector it told us)")
+                var table = TextTable(headers: ["PARTNER", "ORG", "COMMITS", "KNOWN AS OF"])
+                for w in waiting {
+                    table.append([valueText(w["name"]), valueText(w["org"]), int(w["commits"]),
+                                  w["knownAsOf"]?.stringValue.map(shortTime) ?? "never"])
+                }
+                lines.append(indent(table.render(), by: 2))
+            }
+        }
         if let vector = v["versionVector"]?.objectValue, !vector.isEmpty {
             lines.append("")
             lines.append("version vector (last commit seen from each origin)")

@@ -45,6 +45,11 @@ struct LocalAPIClient: Sendable {
         return try Self.decode(response)
     }
 
+    /// Sends raw bytes (a bundle) and returns the parsed JSON answer.
+    func send(bytes: [UInt8], _ method: String, _ path: String, timeout: Duration? = nil) async throws -> JSONValue {
+        try Self.decode(try await raw(method, path, body: bytes, timeout: timeout))
+    }
+
     func raw(
         _ method: String,
         _ path: String,

@@ -34,6 +34,8 @@ public struct ProgSyncCommand: AsyncParsableCommand {
             ReportCommand.self,
             PeersCommand.self,
             SyncCommand.self,
+            BundleCommand.self,
+            ReconcileCommand.self,
         ]
     )
 

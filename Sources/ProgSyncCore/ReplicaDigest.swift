@@ -11,8 +11,13 @@ public enum ReplicaDigest {
 
     /// FNV-1a: stable everywhere, cheap, and good enough to spread record ids.
     public static func bucket(ofRecord record: String) -> Int {
+        var record = record
+        return record.withUTF8 { bucket(ofRecordBytes: $0) }
+    }
+
+    public static func bucket(ofRecordBytes bytes: UnsafeBufferPointer<UInt8>) -> Int {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in record.utf8 {
+        for b in bytes {
             h ^= UInt64(b)
             h = h &* 0x0000_0100_0000_01B3
         }

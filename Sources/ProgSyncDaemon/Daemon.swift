@@ -7,6 +7,7 @@ import NIOCore
 import ProgSyncCore
 import ProgSyncStore
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 
 /// A built daemon: open replica, held data-folder lock, and the services to run.
@@ -70,12 +71,22 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
     // The group stops services in reverse order: the event broadcaster goes first, ending SSE
     // streams and long polls, so the listeners can drain at once.
     var services: [any Service] = []
-    let replicators = try makeReplicators(configuration, registry: registry!, me: me, replica: replica, events: events, logger: logger)
-    services += replicators as [any Service]
-    if let listen = configuration.peerListen {
-        services.append(try makePeerListener(listen, configuration, tls: tls, replica: replica, me: me, events: events, logger: logger))
+    let endpoints = try makePeerEndpoints(configuration, registry: registry!, me: me, logger: logger)
+    let replicators = try endpoints.map { p in
+        try PeerReplicator(peer: p.node, address: p.address, tls: p.tls, replica: replica, events: events, logger: logger)
     }
-    let api = LocalAPI(replica: replica, node: me, limits: configuration.limits, events: events, peers: replicators)
+    services += replicators as [any Service]
+    let inbound = InboundContact()
+    if let listen = configuration.peerListen {
+        services.append(try makePeerListener(listen, configuration, tls: tls, replica: replica, me: me, events: events,
+                                             inbound: inbound, logger: logger))
+    }
+    let reports = ReconcileReports(directory: configuration.reportsPath, keepDays: configuration.reconcileKeepDays)
+    let reconciler = Reconciler(replica: replica, peers: endpoints, reports: reports, events: events, logger: logger)
+    services.append(NightlyJobs(reconciler: reconciler, schedule: configuration.reconcileSchedule, reports: reports,
+                                replica: replica, events: events, logger: logger))
+    let api = LocalAPI(replica: replica, node: me, limits: configuration.limits, events: events, peers: replicators,
+                       reconciler: reconciler, reports: reports, inbound: inbound)
     let router = Router(context: LocalRequestContext.self)
     router.middlewares.add(JSONErrorMiddleware())
     api.addRoutes(to: router)
@@ -107,6 +118,18 @@ func loadOrCreateTLS(_ configuration: DaemonConfiguration, name: String, logger:
     return tls
 }
 
+/// When a partner last called our peer API: a node that only receives (a hub) is not offline.
+final class InboundContact: RouterMiddleware, Sendable {
+    typealias Context = PeerRequestContext
+    let last = Mutex<UInt64?>(nil)
+
+    func handle(_ request: Request, context: PeerRequestContext, next: (Request, PeerRequestContext) async throws -> Response) async throws -> Response {
+        let response = try await next(request, context)
+        last.withLock { $0 = Replica.wallClockMilliseconds() }
+        return response
+    }
+}
+
 func isLoopback(host: String) -> Bool {
     host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
 }
@@ -121,12 +144,11 @@ func splitHostPort(_ text: String) throws -> (host: String, port: Int) {
     return (host, port)
 }
 
-/// One replicator per registry node that has an address, except this node.
-func makeReplicators(
-    _ configuration: DaemonConfiguration, registry: PartnerRegistry, me: NodeFiles.StoredIdentity,
-    replica: Replica, events: EventBroadcaster, logger: Logger
-) throws -> [PeerReplicator] {
-    var out: [PeerReplicator] = []
+/// Every registry node with an address, except this node, with the TLS settings to call it.
+func makePeerEndpoints(
+    _ configuration: DaemonConfiguration, registry: PartnerRegistry, me: NodeFiles.StoredIdentity, logger: Logger
+) throws -> [PeerEndpoint] {
+    var out: [PeerEndpoint] = []
     for peer in registry.nodes.values.sorted(by: { $0.id < $1.id }) where peer.id != me.identity.id {
         guard let address = peer.address else { continue }
         let tls: HTTPClientConfiguration.TLS?
@@ -145,7 +167,7 @@ func makeReplicators(
         } else {
             throw ConfigurationError("peer \(peer.name ?? peer.id.rawValue): address must start with https:// (or http:// on loopback)")
         }
-        out.append(try PeerReplicator(peer: peer, address: address, tls: tls, replica: replica, events: events, logger: logger))
+        out.append(PeerEndpoint(node: peer, address: address, tls: tls))
     }
     return out
 }
@@ -153,11 +175,12 @@ func makeReplicators(
 /// The peer listener: mutual TLS with the registry's pins, or plain HTTP on loopback when allowed.
 func makePeerListener(
     _ listen: String, _ configuration: DaemonConfiguration, tls: NodeTLSIdentity, replica: Replica,
-    me: NodeFiles.StoredIdentity, events: EventBroadcaster, logger: Logger
+    me: NodeFiles.StoredIdentity, events: EventBroadcaster, inbound: InboundContact, logger: Logger
 ) throws -> any Service {
     let (host, port) = try splitHostPort(listen)
     let router = Router(context: PeerRequestContext.self)
     router.middlewares.add(JSONErrorMiddleware())
+    router.middlewares.add(inbound)
     PeerAPI(replica: replica, node: me, events: events, limits: .init(), logger: logger).addRoutes(to: router)
     let address = BindAddress.hostname(host, port: port)
     let running: @Sendable (any Channel) async -> Void = { channel in

@@ -14,6 +14,8 @@ extension DaemonConfiguration {
     /// - `progsync.peers.listen` / `PROGSYNC_PEERS_LISTEN`: peer listener "host:port" (none by default)
     /// - `progsync.peers.plain-http` / `PROGSYNC_PEERS_PLAIN_HTTP`: plain HTTP on loopback only (false)
     /// - `progsync.tls.certificate`, `progsync.tls.key`: the node's TLS files (default `<data>/tls-cert.pem`, `<data>/tls-key.pem`)
+    /// - `progsync.reconcile.schedule` / `PROGSYNC_RECONCILE_SCHEDULE`: daily "HH:MM" in the node's time zone, or "off" (02:30)
+    /// - `progsync.reconcile.keep-days` / `PROGSYNC_RECONCILE_KEEP_DAYS`: how long reconciliation reports are kept (90)
     /// `dataDirectory`, when given (the `--data-dir` flag), wins over the key and the environment.
     public init(reader: ConfigReader, dataDirectory: String? = nil) throws {
         let config = reader.scoped(to: "progsync")
@@ -43,6 +45,13 @@ extension DaemonConfiguration {
         peerPlainHTTP = config.bool(forKey: "peers.plain-http", default: false)
         tlsCertificatePath = config.string(forKey: "tls.certificate", default: tlsCertificatePath)
         tlsKeyPath = config.string(forKey: "tls.key", default: tlsKeyPath)
+        let schedule = config.string(forKey: "reconcile.schedule", default: "02:30")
+        guard let parsedSchedule = ReconcileSchedule(schedule) else {
+            throw ConfigurationError("reconcile.schedule must be a daily time HH:MM (e.g. 02:30) or off, not \(schedule)")
+        }
+        reconcileSchedule = parsedSchedule
+        reconcileKeepDays = config.int(forKey: "reconcile.keep-days", default: 90)
+        guard reconcileKeepDays > 0 else { throw ConfigurationError("reconcile.keep-days must be positive") }
     }
 }
 

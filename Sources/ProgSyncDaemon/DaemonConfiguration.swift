@@ -18,6 +18,9 @@ public struct DaemonConfiguration: Sendable {
     public var peerPlainHTTP: Bool
     public var tlsCertificatePath: String
     public var tlsKeyPath: String
+    /// When the nightly reconciliation runs; `.off` runs it only on demand.
+    public var reconcileSchedule: ReconcileSchedule
+    public var reconcileKeepDays: Int
 
     public enum LogFormat: String, Sendable, CaseIterable {
         case logfmt, json
@@ -26,6 +29,7 @@ public struct DaemonConfiguration: Sendable {
     public struct Limits: Sendable {
         public var maxBodyBytes = 1 << 20
         public var maxImportBytes = 64 << 20
+        public var maxBundleBytes = 1 << 30
         public var maxJSONDepth = 32
         public var maxPageSize = 1000
         public init() {}
@@ -44,9 +48,12 @@ public struct DaemonConfiguration: Sendable {
         peerPlainHTTP = false
         tlsCertificatePath = dataDirectory + "/tls-cert.pem"
         tlsKeyPath = dataDirectory + "/tls-key.pem"
+        reconcileSchedule = ReconcileSchedule("02:30")!
+        reconcileKeepDays = 90
     }
 
     var replicaPath: String { dataDirectory + "/replica.sqlite" }
     var identityPath: String { dataDirectory + "/identity.json" }
     var lockPath: String { dataDirectory + "/progsyncd.lock" }
+    var reportsPath: String { dataDirectory + "/reports" }
 }

@@ -15,6 +15,9 @@ struct LocalAPI: Sendable {
     let limits: DaemonConfiguration.Limits
     let events: EventBroadcaster
     let peers: [PeerReplicator]
+    let reconciler: Reconciler
+    let reports: ReconcileReports
+    let inbound: InboundContact
 
     func addRoutes(to router: Router<LocalRequestContext>) {
         router.get("/v1/status") { _, _ in try self.status() }
@@ -33,6 +36,11 @@ struct LocalAPI: Sendable {
         router.get("/v1/events") { request, _ in self.eventStream(request) }
         router.get("/v1/peers") { _, _ in try self.peersResponse() }
         router.post("/v1/sync") { request, _ in try await self.sync(request) }
+        router.get("/v1/bundle") { request, _ in try self.exportBundle(request) }
+        router.post("/v1/bundle") { request, _ in try await self.importBundle(request) }
+        router.post("/v1/reconcile") { request, _ in try await self.reconcile(request) }
+        router.get("/v1/reconcile/reports") { _, _ in try self.reportList() }
+        router.get("/v1/reconcile/reports/:id") { _, context in try self.report(try context.parameters.require("id")) }
     }
 
     // MARK: Reading
@@ -56,6 +64,7 @@ struct LocalAPI: Sendable {
             "versionVector": .object(Dictionary(uniqueKeysWithValues: replica.versionVector.map { ($0.key.rawValue, JSONValue.int(Int64($0.value))) })),
             "digest": .string(Hex.encode(replica.digestRoot)), "fields": .int(Int64(counts.fields)),
             "peers": try peersJSON(),
+            "connectivity": try connectivityJSON(),
         ]
         if let name = node.name { body["name"] = .string(name) }
         return JSONResponse.make(.object(body))

@@ -16,6 +16,7 @@ struct PeerRequestContext: RequestContext {
 struct PeerAPI: Sendable {
     static let protocolVersion = 1
     static let maxBatchBytes = 4 << 20
+    static let maxRange = 5000
     let replica: Replica
     let node: NodeFiles.StoredIdentity
     let events: EventBroadcaster
@@ -32,6 +33,10 @@ struct PeerAPI: Sendable {
         router.get("/v1/peer/hello") { _, _ in self.hello() }
         router.get("/v1/peer/commits") { request, _ in try await self.pull(request) }
         router.post("/v1/peer/commits") { request, _ in try await self.push(request) }
+        router.get("/v1/peer/commits/range") { request, _ in try self.range(request) }
+        router.get("/v1/peer/digest") { _, _ in self.digest() }
+        router.get("/v1/peer/digest/buckets") { request, _ in try self.buckets(request) }
+        router.post("/v1/peer/digest/entries") { request, _ in try await self.entries(request) }
     }
 
     func hello() -> Response {
@@ -39,7 +44,69 @@ struct PeerAPI: Sendable {
             "node": .string(node.identity.id.rawValue), "org": .string(node.org), "name": .string(node.name ?? ""),
             "protocol": .int(Int64(Self.protocolVersion)), "clock": .string(replica.clock.hex),
             "versionVector": Self.vectorJSON(replica.versionVector), "lastLSN": .int((try? replica.lastLSN) ?? 0),
+            "digest": .string(Hex.encode(replica.digestRoot)),
         ]))
+    }
+
+    /// One origin's commits by seq range: reconciliation fills gaps with it.
+    func range(_ request: Request) throws -> Response {
+        let q = request.uri.queryParameters
+        guard let origin = q["origin"].flatMap({ NodeID(String($0)) }) else { throw APIError.badRequest("origin must be a node id") }
+        guard let from = q["from"].flatMap({ UInt64(String($0)) }), let to = q["to"].flatMap({ UInt64(String($0)) }), from >= 1, from <= to
+        else { throw APIError.badRequest("from and to must be seqs with 1 ≤ from ≤ to") }
+        let upper = min(to, from + UInt64(Self.maxRange) - 1)
+        let stored = try replica.rawCommits(origin: origin, seqs: from...upper)
+        return JSONResponse.make(.object(["commits": .array(stored.map { CommitWire.json(body: $0.body, signature: $0.signature) })]))
+    }
+
+    func digest() -> Response {
+        let inner = ReplicaDigest.innerNodes(replica.digestBuckets)
+        return JSONResponse.make(.object([
+            "root": .string(Hex.encode(ReplicaDigest.root(inner: inner))), "inner": .array(inner.map { .string(Hex.encode($0)) }),
+        ]))
+    }
+
+    /// The bucket sums under the given inner nodes.
+    func buckets(_ request: Request) throws -> Response {
+        let text = request.uri.queryParameters["inner"].map(String.init) ?? ""
+        let inner = try text.split(separator: ",").map { part -> Int in
+            guard let i = Int(part), (0..<(ReplicaDigest.bucketCount / ReplicaDigest.fanout)).contains(i) else {
+                throw APIError.badRequest("inner must list inner node numbers from 0 to \(ReplicaDigest.bucketCount / ReplicaDigest.fanout - 1)")
+            }
+            return i
+        }
+        let sums = replica.digestBuckets
+        var out: [JSONValue] = []
+        for i in Set(inner).sorted() {
+            for b in (i * ReplicaDigest.fanout)..<((i + 1) * ReplicaDigest.fanout) {
+                out.append(.object(["bucket": .int(Int64(b)), "sum": .string(Hex.encode(sums[b].bytes))]))
+            }
+        }
+        return JSONResponse.make(.object(["buckets": .array(out)]))
+    }
+
+    /// The winning entries of the given buckets: `[record, field, stamp, origin, seq, hash]`.
+    func entries(_ request: Request) async throws -> Response {
+        let buffer: ByteBuffer
+        do { buffer = try await request.body.collect(upTo: 1 << 20) } catch {
+            throw APIError(.contentTooLarge, "too-large", "request larger than 1 MiB")
+        }
+        let body: JSONValue
+        do { body = try JSONParser.parse(Array(buffer.readableBytesView), maxDepth: 4) } catch {
+            throw APIError.badRequest("malformed JSON: \(error)")
+        }
+        guard let list = body["buckets"]?.arrayValue else { throw APIError.badRequest("buckets must be a list of bucket numbers") }
+        var buckets = Set<Int>()
+        for item in list {
+            guard let b = item.intValue.map(Int.init), (0..<ReplicaDigest.bucketCount).contains(b) else {
+                throw APIError.badRequest("buckets must be numbers from 0 to \(ReplicaDigest.bucketCount - 1)")
+            }
+            buckets.insert(b)
+        }
+        let entries = try replica.digestEntries(buckets: buckets).map { e -> JSONValue in
+            .array([.string(e.record), .string(e.field), .string(e.stamp.hex), .string(e.origin), .int(Int64(e.seq)), .string(Hex.encode(e.hash))])
+        }
+        return JSONResponse.make(.object(["entries": .array(entries)]))
     }
 
     static func vectorJSON(_ vector: [NodeID: UInt64]) -> JSONValue {

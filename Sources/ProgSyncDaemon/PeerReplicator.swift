@@ -155,6 +155,7 @@ final class PeerReplicator: Service, Sendable {
                         throw PeerError("the peer at \(baseURL) is node \(hello["node"]?.stringValue ?? "?"), not \(peer.id)")
                     }
                     peerVector = Self.vector(hello["versionVector"])
+                    try replica.setKnownVector(of: peer.id, peerVector ?? [:])
                 }
                 let pushed = try replica.peerCursor(peer.id).pushed
                 let stored = try replica.rawCommits(afterLSN: pushed, limit: Self.pushBatch)
@@ -171,6 +172,7 @@ final class PeerReplicator: Service, Sendable {
                     let body = JSONValue.object(["commits": wire]).canonicalBytes
                     let answer = try await call(pushClient, "POST", "/v1/peer/commits", body: body, timeout: .seconds(60))
                     peerVector = Self.vector(answer["versionVector"])
+                    try replica.setKnownVector(of: peer.id, peerVector ?? [:])
                 }
                 try replica.setPushed(peer: peer.id, to: lastStored.lsn)
                 let now = Replica.wallClockMilliseconds()

@@ -143,7 +143,48 @@ struct ApplyContext {
             if fromHeld { try unhold(c) }
             return
         }
+        if stored == nil, try restore(c, node: node) { return }
         try rejectUnlessGenuine(c, node: node, fromHeld: fromHeld)
+    }
+
+    /// A commit the heads cover but the log lacks (deleted behind the daemon's back): it goes
+    /// back into the log if it is the origin's genuine commit and links to a stored neighbour.
+    /// Its changes are already merged, so nothing else moves; reconciliation rebuilds the records.
+    mutating func restore(_ c: SignedCommit, node: PartnerRegistry.Node) throws -> Bool {
+        guard c.hasValidSignature(publicKey: node.publicKey) else { return false }
+        let origin = c.commit.origin.rawValue
+        let seq = c.commit.seq
+        let hashAt = try db.cachedStatement(sql: "SELECT hash, body FROM commits WHERE origin = ? AND seq = ?")
+        var linked = false
+        if seq == 1 {
+            linked = c.commit.prev.isEmpty
+        } else if let row = try Row.fetchOne(hashAt, arguments: [origin, Int64(seq - 1)]) {
+            guard [UInt8](row[0] as Data) == c.commit.prev else { return false }
+            linked = true
+        }
+        if state.heads[c.commit.origin]?.seq == seq {
+            guard state.heads[c.commit.origin]?.hash == c.hash else { return false }
+            linked = true
+        } else if let row = try Row.fetchOne(hashAt, arguments: [origin, Int64(seq + 1)]) {
+            guard let next = try? Commit(canonicalBytes: [UInt8](row[1] as Data)), next.prev == c.hash else { return false }
+            linked = true
+        }
+        guard linked else { return false }
+        let refused = try Bool.fetchOne(db, sql: "SELECT 1 FROM rejected WHERE hash = ?", arguments: [Data(c.hash)]) ?? false
+        try db.execute(
+            sql: "INSERT INTO commits (origin, seq, stamp, author, hash, body, sig, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            arguments: [origin, Int64(seq), Int64(bitPattern: c.commit.stamp.rawValue), c.commit.author, Data(c.hash),
+                        Data(c.canonicalBytes), Data(c.signature), refused ? 1 : 0])
+        let lsn = db.lastInsertedRowID
+        report.stored(lsn: lsn)
+        report.restored += 1
+        if !refused {
+            for record in Set(c.commit.changes.map(\.record)) {
+                try db.execute(sql: "INSERT OR IGNORE INTO record_commits (record, lsn) VALUES (?, ?)", arguments: [record, lsn])
+                report.restoredRecords.insert(record)
+            }
+        }
+        return true
     }
 
     mutating func rejectUnlessGenuine(_ c: SignedCommit, node: PartnerRegistry.Node, fromHeld: Bool) throws {
@@ -229,7 +270,10 @@ struct ApplyContext {
         dirtyHeads.insert(commit.origin)
         if fromHeld { try unhold(c) }
         if commit.origin != replica.nodeID {
-            state.clock.receive(commit.stamp, nowMilliseconds: now)
+            // A commit an operator released from the clock guard may be far ahead; the local
+            // clock follows it only up to the guard, so one bad laptop clock cannot drag ours.
+            let ceiling = Stamp(milliseconds: now &+ replica.configuration.maxClockOffsetMilliseconds, counter: 0)
+            state.clock.receive(min(commit.stamp, ceiling), nowMilliseconds: now)
             clockMoved = true
         }
         if let verdict {

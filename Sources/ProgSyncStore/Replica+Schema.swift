@@ -101,6 +101,17 @@ extension Replica {
                 ) WITHOUT ROWID;
                 """)
         }
+        migrator.registerMigration("v3-peer-vectors") { db in
+            // The last version vector each peer told us: what it lacks, for bundles and status.
+            try db.execute(sql: """
+                CREATE TABLE peer_vectors (
+                    peer TEXT PRIMARY KEY,
+                    vector TEXT NOT NULL,
+                    at INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                CREATE INDEX commits_by_stamp ON commits(stamp);
+                """)
+        }
         return migrator
     }
 }

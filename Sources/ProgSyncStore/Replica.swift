@@ -53,6 +53,9 @@ public struct ApplyReport: Sendable, Equatable {
     public var rejected: [RejectedCommit] = []
     /// Arrival sequence numbers given to the commits stored by this call.
     public var lsns: ClosedRange<Int64>?
+    /// Commits put back into a log that had lost them, and the records they touch.
+    public var restored = 0
+    public var restoredRecords = Set<String>()
 
     public init() {}
 
@@ -266,23 +269,6 @@ public final class Replica: Sendable {
     public var clock: Stamp { state.withLock { $0.clock.last } }
     public var digestBuckets: [BucketSum] { state.withLock { $0.buckets } }
     public var digestRoot: [UInt8] { ReplicaDigest.root(digestBuckets) }
-
-    /// Recomputes every bucket from the winners table: what the digest should be, independent of
-    /// the maintained sums (used to detect a replica changed behind the daemon's back).
-    public func recomputeDigestBuckets() throws -> [BucketSum] {
-        try pool.read { db in
-            var buckets = [BucketSum](repeating: .zero, count: ReplicaDigest.bucketCount)
-            let rows = try Row.fetchCursor(db, sql: "SELECT record, field, value, stamp, origin, seq FROM fields")
-            while let row = try rows.next() {
-                let record: String = row[0]
-                let field: String = row[1]
-                let version = try Self.version(value: row[2], stamp: row[3], origin: row[4], seq: row[5])
-                let b = ReplicaDigest.bucket(ofRecord: record)
-                buckets[b] = buckets[b] + ReplicaDigest.entryHash(record: record, field: field, version: version)
-            }
-            return buckets
-        }
-    }
 
     static func version(value: String, stamp: Int64, origin: String, seq: Int64) throws -> FieldVersion {
         guard let id = NodeID(origin) else { throw ReplicaError(.corrupt, "invalid origin in replica") }

@@ -1,0 +1,160 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import ProgSyncCore
+import ProgSyncStore
+import Synchronization
+
+/// Offline work (§10) and reconciliation (§9) on the local API: bundles, what each partner is
+/// waiting for, and the reconciliation runs and their reports.
+extension LocalAPI {
+    // MARK: Connectivity
+
+    /// Online when a replicator is up or a partner called us in the last minute. `waiting` counts,
+    /// per partner node, the commits we hold that it lacks by the last vector it told us.
+    func connectivityJSON() throws -> JSONValue {
+        let now = Replica.wallClockMilliseconds()
+        let up = peers.filter { $0.status.withLock { $0.state == .up } }
+        let lastInbound = inbound.last.withLock { $0 }
+        let lastContact = ([lastInbound] + peers.map { $0.status.withLock { $0.lastContact } }).compactMap { $0 }.max()
+        let online = !up.isEmpty || (lastInbound.map { now - min(now, $0) < 60_000 } ?? false)
+        var waiting: [JSONValue] = []
+        for node in replica.registry.nodes.values.sorted(by: { $0.id < $1.id }) where node.id != replica.nodeID {
+            let known = try replica.knownVector(of: node.id)
+            var o: [String: JSONValue] = [
+                "name": .string(node.name ?? node.id.rawValue), "node": .string(node.id.rawValue), "org": .string(node.org),
+                "commits": .int(Int64(replica.missingCount(from: known?.vector ?? [:]))),
+            ]
+            o["knownAsOf"] = known.map { .string(Stamp.iso8601(milliseconds: $0.at)) } ?? .null
+            waiting.append(.object(o))
+        }
+        return .object([
+            "online": .bool(online), "peersUp": .int(Int64(up.count)), "peersConfigured": .int(Int64(peers.count)),
+            "lastContact": lastContact.map { .string(Stamp.iso8601(milliseconds: $0)) } ?? .null,
+            "waiting": .array(waiting),
+        ])
+    }
+
+    /// A partner node by registry name, node id or org code (when the org has one node).
+    func partner(_ name: String) throws -> PartnerRegistry.Node {
+        let others = replica.registry.nodes.values.filter { $0.id != replica.nodeID }
+        if let n = others.first(where: { $0.name == name || $0.id.rawValue == name }) { return n }
+        let byOrg = others.filter { $0.org == name }
+        if byOrg.count == 1 { return byOrg[0] }
+        if byOrg.count > 1 { throw APIError.badRequest("org \(name) has \(byOrg.count) nodes; name one: \(byOrg.map { $0.name ?? $0.id.rawValue }.joined(separator: ", "))") }
+        throw APIError.notFound("no partner node \(name) in the registry (names: \(others.compactMap(\.name).sorted().joined(separator: ", ")))")
+    }
+
+    // MARK: Bundles
+
+    /// `GET /v1/bundle?peer=NAME | since=STAMP | all=true`: the bundle file's bytes.
+    func exportBundle(_ request: Request) throws -> Response {
+        let q = request.uri.queryParameters
+        let peer = q["peer"].map(String.init), since = q["since"].map(String.init), all = q["all"].map(String.init) == "true"
+        guard [peer != nil, since != nil, all].filter({ $0 }).count == 1 else {
+            throw APIError.badRequest("give exactly one of peer=NAME, since=STAMP or all=true")
+        }
+        var filter: [String: JSONValue] = [:]
+        let commits: [Replica.RawCommit]
+        if let peer {
+            let node = try partner(peer)
+            let known = try replica.knownVector(of: node.id)
+            commits = try replica.rawCommits(missingFrom: known?.vector ?? [:])
+            filter = ["peer": .string(node.name ?? node.id.rawValue), "node": .string(node.id.rawValue),
+                      "knownAsOf": known.map { .string(Stamp.iso8601(milliseconds: $0.at)) } ?? .null]
+        } else if let since {
+            guard let stamp = Self.parseStamp(since) else {
+                throw APIError.badRequest("since must be a stamp (16 hex digits, as status shows) or a UTC time like 2026-11-20 or 2026-11-20T08:00:00Z")
+            }
+            commits = try replica.rawCommits(stampedSince: stamp)
+            filter = ["since": .string(stamp.description)]
+        } else {
+            commits = try replica.rawCommits(stampedSince: nil)
+            filter = ["all": .bool(true)]
+        }
+        let header = JSONValue.object([
+            "node": .string(replica.nodeID.rawValue), "org": .string(node.org), "name": .string(node.name ?? ""),
+            "created": .string(Stamp.iso8601(milliseconds: Replica.wallClockMilliseconds())),
+            "versionVector": PeerAPI.vectorJSON(replica.versionVector), "commits": .int(Int64(commits.count)),
+            "filter": .object(filter),
+        ])
+        let bytes = try CommitBundle(header: header, commits: commits.map { ($0.body, $0.signature) }).encoded()
+        return Response(status: .ok, headers: [.contentType: "application/octet-stream", .init("X-Progsync-Commits")!: "\(commits.count)"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    static func parseStamp(_ text: String) -> Stamp? {
+        if let s = Stamp(hex: text) { return s }
+        let formatter = ISO8601DateFormatter()
+        var date = formatter.date(from: text)
+        if date == nil {
+            formatter.formatOptions = [.withFullDate]
+            date = formatter.date(from: text)
+        }
+        guard let date, date.timeIntervalSince1970 >= 0 else { return nil }
+        return Stamp(milliseconds: UInt64(date.timeIntervalSince1970 * 1000), counter: 0)
+    }
+
+    /// `POST /v1/bundle`: verifies the whole file first, then applies every commit through the
+    /// same path as the network, in one transaction.
+    func importBundle(_ request: Request) async throws -> Response {
+        let buffer: ByteBuffer
+        do { buffer = try await request.body.collect(upTo: limits.maxBundleBytes) } catch {
+            throw APIError(.contentTooLarge, "too-large", "bundle larger than \(limits.maxBundleBytes >> 20) MiB")
+        }
+        let bundle: CommitBundle
+        do { bundle = try CommitBundle(decoding: Array(buffer.readableBytesView)) } catch {
+            throw APIError(.unprocessableContent, "bad-bundle", "\(error)")
+        }
+        guard let from = bundle.header["node"]?.stringValue.flatMap(NodeID.init) else {
+            throw APIError(.unprocessableContent, "bad-bundle", "bundle header names no exporting node")
+        }
+        var commits: [SignedCommit] = []
+        for (i, c) in bundle.commits.enumerated() {
+            do { commits.append(try SignedCommit(canonicalBytes: c.body, signature: c.signature)) } catch {
+                throw APIError(.unprocessableContent, "bad-bundle", "commit \(i + 1) of the bundle is malformed: \(error.description)")
+            }
+        }
+        let report = try replica.apply(commits)
+        if replica.registry.node(from) != nil {
+            try replica.setKnownVector(of: from, PeerReplicator.vector(bundle.header["versionVector"]), merging: true)
+        }
+        events.publish(replica: replica)
+        return JSONResponse.make(.object([
+            "from": .string(from.rawValue), "org": bundle.header["org"] ?? .null, "name": bundle.header["name"] ?? .null,
+            "created": bundle.header["created"] ?? .null, "commits": .int(Int64(commits.count)),
+            "new": .int(Int64(report.applied)), "alreadyKnown": .int(Int64(report.duplicates)),
+            "restored": .int(Int64(report.restored)),
+            "held": .array(report.held.map { .object(["commit": .string("\($0.ref)"), "reason": .string($0.reason.rawValue), "detail": .string($0.detail)]) }),
+            "rejected": .array(report.rejected.map { .object(["commit": .string("\($0.ref)"), "reason": .string($0.reason.rawValue), "detail": .string($0.detail)]) }),
+            "digest": .string(Hex.encode(replica.digestRoot)),
+        ]))
+    }
+
+    // MARK: Reconciliation
+
+    func reconcile(_ request: Request) async throws -> Response {
+        let peer = try request.uri.queryParameters["peer"].map { try partner(String($0)) }
+        if let peer, peer.address == nil {
+            throw APIError.badRequest("partner \(peer.name ?? peer.id.rawValue) has no address in the registry; it reconciles with us from its side")
+        }
+        let report = await reconciler.run(trigger: "manual", peer: peer?.id)
+        return JSONResponse.make(report)
+    }
+
+    func reportList() throws -> Response {
+        let items: [JSONValue] = reports.list().reversed().compactMap { id in
+            guard let r = try? reports.load(id) else { return nil }
+            return .object(["id": .string(id), "started": r["started"] ?? .null, "trigger": r["trigger"] ?? .null,
+                            "verdict": r["verdict"] ?? .null, "peers": .int(Int64(r["peers"]?.arrayValue?.count ?? 0))])
+        }
+        return JSONResponse.make(.object(["reports": .array(items)]))
+    }
+
+    func report(_ id: String) throws -> Response {
+        guard let r = try reports.load(id) else {
+            throw APIError.notFound(id == "latest" ? "no reconciliation has run yet; run progsync reconcile" : "no report \(id)")
+        }
+        return JSONResponse.make(r)
+    }
+}

@@ -1,0 +1,473 @@
+import Foundation
+import Logging
+import ProgSyncCore
+import ProgSyncHTTPClient
+import ProgSyncStore
+import ServiceLifecycle
+
+/// A partner this node can call: its registry entry, address and TLS settings.
+struct PeerEndpoint: Sendable {
+    var node: PartnerRegistry.Node
+    var address: String
+    var tls: HTTPClientConfiguration.TLS?
+    var name: String { node.name ?? node.id.rawValue }
+
+    func connect() throws -> PeerConnection {
+        try PeerConnection(baseURL: address, client: HTTPClient(configuration: HTTPClientConfiguration(
+            connectTimeout: .seconds(5), requestTimeout: .seconds(120), maxResponseBytes: 512 << 20, tls: tls)))
+    }
+}
+
+/// One libcurl connection to a partner's peer API; JSON in, JSON out, errors with the peer's message.
+struct PeerConnection: Sendable {
+    let baseURL: String
+    let client: HTTPClient
+
+    init(baseURL: String, client: HTTPClient) {
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.client = client
+    }
+
+    func call(_ method: String, _ path: String, body: [UInt8]? = nil, timeout: Duration = .seconds(120)) async throws -> JSONValue {
+        var request = HTTPClientRequest(method: method, url: baseURL + path, body: body, timeout: timeout)
+        if body != nil { request.addHeader("Content-Type", "application/json") }
+        let response = try await client.send(request)
+        let json = try? JSONParser.parse(response.body, maxDepth: 16)
+        guard response.status == 200, let json else {
+            let message = json?["message"]?.stringValue ?? "HTTP \(response.status)"
+            throw PeerError("\(method) \(path.split(separator: "?").first ?? ""): \(message)")
+        }
+        return json
+    }
+
+    /// Commits of one origin in a seq range, fetched in pages.
+    func commits(origin: NodeID, seqs: ClosedRange<UInt64>) async throws -> [SignedCommit] {
+        var out: [SignedCommit] = []
+        var from = seqs.lowerBound
+        while from <= seqs.upperBound {
+            let to = min(seqs.upperBound, from + UInt64(PeerAPI.maxRange) - 1)
+            let answer = try await call("GET", "/v1/peer/commits/range?origin=\(origin.rawValue)&from=\(from)&to=\(to)")
+            let page = try CommitWire.decode(answer["commits"] ?? .null, maxCommits: PeerAPI.maxRange)
+            out += page
+            if page.isEmpty { break }  // the peer lacks them too
+            from = (page.map(\.commit.seq).max() ?? to) + 1
+        }
+        return out
+    }
+
+    func shutdown() { client.shutdown() }
+}
+
+/// The nightly reconciliation (§9): a self-check of the replica against its own commit log,
+/// then, per partner, exchange of version vectors, fetching and sending the missing commits,
+/// and a digest comparison narrowed down bucket by bucket when the trees differ although the
+/// vectors agree. Every run writes a report. Runs never overlap: a request during a run joins it.
+actor Reconciler {
+    let replica: Replica
+    let peers: [PeerEndpoint]
+    let reports: ReconcileReports
+    let events: EventBroadcaster
+    let logger: Logger
+    private var running: Task<JSONValue, Never>?
+
+    init(replica: Replica, peers: [PeerEndpoint], reports: ReconcileReports, events: EventBroadcaster, logger: Logger) {
+        self.replica = replica
+        self.peers = peers
+        self.reports = reports
+        self.events = events
+        var logger = logger
+        logger[metadataKey: "job"] = "reconcile"
+        self.logger = logger
+    }
+
+    var isRunning: Bool { running != nil }
+
+    func run(trigger: String, peer: NodeID? = nil) async -> JSONValue {
+        if let running { return await running.value }
+        let task = Task { await self.perform(trigger: trigger, only: peer) }
+        running = task
+        let report = await task.value
+        running = nil
+        return report
+    }
+
+    private func perform(trigger: String, only: NodeID?) async -> JSONValue {
+        let started = Replica.wallClockMilliseconds()
+        let clock = ContinuousClock()
+        let t0 = clock.now
+        logger.info("reconciliation started", metadata: ["trigger": "\(trigger)"])
+        var reasons: [String] = []
+        let chosen = peers.filter { only == nil || $0.node.id == only }
+        var connections: [NodeID: PeerConnection] = [:]
+        defer { for c in connections.values { c.shutdown() } }
+        for p in chosen { connections[p.node.id] = try? p.connect() }
+
+        // 1. Self-check: the log holds every commit the heads claim, the winners match the digest.
+        var selfCheck: [String: JSONValue] = [:]
+        do {
+            var integrity = try replica.checkIntegrity()
+            selfCheck["fieldsChecked"] = .int(Int64(integrity.fieldsChecked))
+            selfCheck["missingCommits"] = .int(Int64(integrity.missingCommitCount))
+            selfCheck["divergedBuckets"] = .int(Int64(integrity.divergedBuckets.count))
+            var restoredRecords = Set<String>()
+            var restored = 0
+            if !integrity.missingCommits.isEmpty {
+                logger.error("the commit log lacks commits its version vector claims", metadata: ["missing": "\(integrity.missingCommitCount)"])
+                for p in chosen {
+                    guard let connection = connections[p.node.id] else { continue }
+                    for (origin, ranges) in integrity.missingCommits {
+                        for range in ranges {
+                            guard let commits = try? await connection.commits(origin: origin, seqs: range) else { continue }
+                            let r = try replica.apply(commits)
+                            restored += r.restored
+                            restoredRecords.formUnion(r.restoredRecords)
+                        }
+                    }
+                    integrity = try replica.checkIntegrity()
+                    if integrity.missingCommits.isEmpty { break }
+                }
+                selfCheck["commitsRestored"] = .int(Int64(restored))
+                if !integrity.missingCommits.isEmpty {
+                    reasons.append("\(integrity.missingCommitCount) commits are missing from the log and no partner could supply them")
+                }
+            }
+            if !integrity.divergedBuckets.isEmpty || !restoredRecords.isEmpty {
+                if !integrity.divergedBuckets.isEmpty {
+                    logger.error("replica differs from its own digest: rebuilding from the commit log",
+                                 metadata: ["buckets": "\(integrity.divergedBuckets.count)"])
+                }
+                let rebuilt = try replica.rebuild(buckets: Set(integrity.divergedBuckets), records: restoredRecords)
+                selfCheck["recordsRebuilt"] = .int(Int64(rebuilt.records))
+                selfCheck["fieldsRepaired"] = .int(Int64(rebuilt.fieldsRepaired))
+                selfCheck["conflictsRepaired"] = .int(Int64(rebuilt.conflictsRepaired))
+                selfCheck["repairedExamples"] = .array(rebuilt.examples.map { .string($0) })
+                if rebuilt.fieldsRepaired + rebuilt.conflictsRepaired > 0 {
+                    logger.error("repaired fields changed behind the daemon's back", metadata: [
+                        "fields": "\(rebuilt.fieldsRepaired)", "conflicts": "\(rebuilt.conflictsRepaired)",
+                        "examples": "\(rebuilt.examples.prefix(5).joined(separator: ","))",
+                    ])
+                    events.publish(replica: replica)
+                }
+                let after = try replica.checkIntegrity()
+                if !after.divergedBuckets.isEmpty {
+                    reasons.append("\(after.divergedBuckets.count) digest buckets still differ from the winners after the rebuild")
+                }
+            }
+        } catch {
+            reasons.append("self-check failed: \(error)")
+            logger.error("self-check failed", metadata: ["error": "\(error)"])
+        }
+
+        // 2. Each partner.
+        var outcomes: [JSONValue] = []
+        for p in chosen {
+            guard let connection = connections[p.node.id] else {
+                reasons.append("\(p.name): could not set up a connection")
+                continue
+            }
+            let outcome = await reconcile(with: p, connection)
+            if outcome["verdict"]?.stringValue != "agree" {
+                reasons.append("\(p.name): \(outcome["reason"]?.stringValue ?? "no agreement")")
+            }
+            outcomes.append(outcome)
+        }
+        if peers.isEmpty { reasons.append("no partner with an address in the registry: nothing to compare with") }
+
+        let counts = try? replica.counts()
+        let finished = Replica.wallClockMilliseconds()
+        let elapsed = clock.now - t0
+        let report: JSONValue = .object([
+            "node": .string(replica.nodeID.rawValue), "trigger": .string(trigger),
+            "started": .string(Stamp.iso8601(milliseconds: started)), "startedMs": .int(Int64(started)),
+            "finished": .string(Stamp.iso8601(milliseconds: finished)),
+            "durationMs": .int(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000),
+            "selfCheck": .object(selfCheck), "peers": .array(outcomes),
+            "held": .int(Int64(counts?.held ?? 0)), "rejected": .int(Int64(counts?.rejected ?? 0)),
+            "openConflicts": .int(Int64(counts?.conflicts ?? 0)),
+            "digest": .string(Hex.encode(replica.digestRoot)),
+            "verdict": .string(reasons.isEmpty ? "in agreement" : "not in agreement"),
+            "reasons": .array(reasons.map { .string($0) }),
+        ])
+        let saved = (try? reports.save(report)) ?? report
+        if reasons.isEmpty {
+            logger.info("reconciliation: in agreement", metadata: ["peers": "\(outcomes.count)", "report": "\(saved["id"]?.stringValue ?? "?")"])
+        } else {
+            logger.warning("reconciliation: NOT in agreement", metadata: ["reasons": "\(reasons.joined(separator: "; "))",
+                                                                        "report": "\(saved["id"]?.stringValue ?? "?")"])
+        }
+        return saved
+    }
+
+    private func reconcile(with peer: PeerEndpoint, _ connection: PeerConnection) async -> JSONValue {
+        var o: [String: JSONValue] = ["name": .string(peer.name), "node": .string(peer.node.id.rawValue), "org": .string(peer.node.org)]
+        var fetched = 0, sent = 0, held = 0, rejected = 0
+        do {
+            // 1. Version vectors, and the missing commits both ways.
+            let hello = try await connection.call("GET", "/v1/peer/hello", timeout: .seconds(15))
+            guard hello["node"]?.stringValue == peer.node.id.rawValue else {
+                throw PeerError("the peer at \(peer.address) is node \(hello["node"]?.stringValue ?? "?"), not \(peer.node.id)")
+            }
+            var theirs = PeerReplicator.vector(hello["versionVector"])
+            try replica.setKnownVector(of: peer.node.id, theirs)
+            let ours = replica.versionVector
+            for (origin, seq) in theirs.sorted(by: { $0.key < $1.key }) where seq > (ours[origin] ?? 0) {
+                let commits = try await connection.commits(origin: origin, seqs: ((ours[origin] ?? 0) + 1)...seq)
+                let r = try replica.apply(commits)
+                fetched += r.applied
+                held += r.held.count
+                rejected += r.rejected.count
+            }
+            if fetched > 0 { events.publish(replica: replica) }
+            let missing = try replica.rawCommits(missingFrom: theirs)
+            for start in stride(from: 0, to: missing.count, by: PeerReplicator.pushBatch) {
+                let batch = missing[start..<min(missing.count, start + PeerReplicator.pushBatch)]
+                let body = JSONValue.object(["commits": .array(batch.map { CommitWire.json(body: $0.body, signature: $0.signature) })]).canonicalBytes
+                let answer = try await connection.call("POST", "/v1/peer/commits", body: body)
+                sent += answer["applied"]?.intValue.map(Int.init) ?? 0
+                theirs = PeerReplicator.vector(answer["versionVector"])
+            }
+            o["fetched"] = .int(Int64(fetched))
+            o["sent"] = .int(Int64(sent))
+            o["held"] = .int(Int64(held))
+            o["rejected"] = .int(Int64(rejected))
+
+            // 2. Digests: one round trip when they agree.
+            let digest = fetched + sent > 0 ? try await connection.call("GET", "/v1/peer/hello", timeout: .seconds(15)) : hello
+            theirs = PeerReplicator.vector(digest["versionVector"])
+            try replica.setKnownVector(of: peer.node.id, theirs)
+            let vectorsEqual = theirs.filter { $0.value > 0 } == replica.versionVector.filter { $0.value > 0 }
+            o["vectorsEqual"] = .bool(vectorsEqual)
+            let digestsEqual = digest["digest"]?.stringValue == Hex.encode(replica.digestRoot)
+            o["digestsEqual"] = .bool(digestsEqual)
+            if digestsEqual && vectorsEqual {
+                o["verdict"] = .string("agree")
+                return .object(o)
+            }
+            if !vectorsEqual {
+                let diff = Self.describeDifference(ours: replica.versionVector, theirs: theirs)
+                o["verdict"] = .string("disagree")
+                o["reason"] = .string("version vectors differ after the exchange (\(diff)); held or refused commits on one side")
+                return .object(o)
+            }
+            // 3. Same commits, different trees: narrow down and repair what is ours to repair.
+            logger.error("digests differ although both hold the same commits: narrowing down", metadata: ["peer": "\(peer.name)"])
+            let narrowed = try await narrow(connection)
+            o["narrowing"] = narrowed.json
+            if narrowed.remaining == 0 {
+                o["verdict"] = .string("agree")
+                o["reason"] = .string("repaired \(narrowed.repaired) fields of this replica from the commit log")
+            } else {
+                o["verdict"] = .string("disagree")
+                o["reason"] = .string(
+                    "\(narrowed.remaining) fields differ although both hold the same commits; this replica matches its commit log, "
+                        + "so \(peer.name) must repair its side (its own reconciliation does)")
+            }
+        } catch {
+            o["fetched"] = .int(Int64(fetched))
+            o["sent"] = .int(Int64(sent))
+            o["verdict"] = .string("unreachable")
+            o["reason"] = .string("\(error)")
+        }
+        return .object(o)
+    }
+
+    struct Narrowing {
+        var innerDiffering = 0
+        var bucketsDiffering = 0
+        var entriesDiffering = 0
+        var commitsRestored = 0
+        var repaired = 0
+        var remaining = 0
+        var examples: [String] = []
+        var json: JSONValue {
+            .object([
+                "innerDiffering": .int(Int64(innerDiffering)), "bucketsDiffering": .int(Int64(bucketsDiffering)),
+                "entriesDiffering": .int(Int64(entriesDiffering)), "commitsRestored": .int(Int64(commitsRestored)),
+                "fieldsRepaired": .int(Int64(repaired)), "fieldsStillDiffering": .int(Int64(remaining)),
+                "examples": .array(examples.map { .string($0) }),
+            ])
+        }
+    }
+
+    /// root → 64 inner nodes → their buckets → the entries of differing buckets.
+    private func narrow(_ connection: PeerConnection) async throws -> Narrowing {
+        var n = Narrowing()
+        let theirInner = try await connection.call("GET", "/v1/peer/digest")["inner"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        let ourInner = ReplicaDigest.innerNodes(replica.digestBuckets).map { Hex.encode($0) }
+        guard theirInner.count == ourInner.count else { throw PeerError("peer sent \(theirInner.count) inner digest nodes, expected \(ourInner.count)") }
+        let inner = (0..<ourInner.count).filter { theirInner[$0] != ourInner[$0] }
+        n.innerDiffering = inner.count
+        let bucketAnswer = try await connection.call("GET", "/v1/peer/digest/buckets?inner=" + inner.map(String.init).joined(separator: ","))
+        let ourBuckets = replica.digestBuckets
+        var buckets = Set<Int>()
+        for item in bucketAnswer["buckets"]?.arrayValue ?? [] {
+            guard let b = item["bucket"]?.intValue.map(Int.init), (0..<ReplicaDigest.bucketCount).contains(b),
+                let sum = item["sum"]?.stringValue
+            else { continue }
+            if sum != Hex.encode(ourBuckets[b].bytes) { buckets.insert(b) }
+        }
+        n.bucketsDiffering = buckets.count
+        let body = JSONValue.object(["buckets": .array(buckets.sorted().map { .int(Int64($0)) })]).canonicalBytes
+        let theirEntries = try Self.entries(try await connection.call("POST", "/v1/peer/digest/entries", body: body))
+        func differing() throws -> [String] {
+            let ours = Dictionary(try replica.digestEntries(buckets: buckets).map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+            return Set(ours.keys).union(theirEntries.keys).filter { ours[$0]?.hash != theirEntries[$0]?.hash }.sorted()
+        }
+        let before = try differing()
+        n.entriesDiffering = before.count
+        // Winners we do not hold in our log although our vector covers them: fetch and restore.
+        var records = Set<String>()
+        for key in before {
+            if let e = theirEntries[key] { records.insert(e.record) } else { records.insert(String(key.prefix { $0 != "~" })) }
+            guard let e = theirEntries[key], let origin = NodeID(e.origin), try replica.rawCommits(origin: origin, seqs: e.seq...e.seq).isEmpty
+            else { continue }
+            let commits = try await connection.commits(origin: origin, seqs: e.seq...e.seq)
+            n.commitsRestored += try replica.apply(commits).restored
+        }
+        let rebuilt = try replica.rebuild(buckets: [], records: records)
+        n.repaired = rebuilt.fieldsRepaired + rebuilt.conflictsRepaired
+        let after = try differing()
+        n.remaining = after.count
+        n.examples = Array(after.prefix(10))
+        return n
+    }
+
+    static func entries(_ answer: JSONValue) throws -> [String: DigestEntry] {
+        var out: [String: DigestEntry] = [:]
+        for item in answer["entries"]?.arrayValue ?? [] {
+            guard let a = item.arrayValue, a.count == 6, let record = a[0].stringValue, let field = a[1].stringValue,
+                let stampHex = a[2].stringValue, let stamp = Stamp(hex: stampHex), let origin = a[3].stringValue,
+                let seq = a[4].intValue, let hash = a[5].stringValue.flatMap(Hex.decode)
+            else { throw PeerError("peer sent a malformed digest entry") }
+            let e = DigestEntry(record: record, field: field, stamp: stamp, origin: origin, seq: UInt64(seq), hash: hash)
+            out[e.key] = e
+        }
+        return out
+    }
+
+    static func describeDifference(ours: [NodeID: UInt64], theirs: [NodeID: UInt64]) -> String {
+        Set(ours.keys).union(theirs.keys).sorted().compactMap { id -> String? in
+            let a = ours[id] ?? 0, b = theirs[id] ?? 0
+            return a == b ? nil : "\(id.rawValue.prefix(8)): ours \(a), theirs \(b)"
+        }.joined(separator: ", ")
+    }
+}
+
+/// Reconciliation reports, one JSON file each in `<data>/reports`, pruned after `keepDays`.
+struct ReconcileReports: Sendable {
+    let directory: String
+    let keepDays: Int
+
+    func save(_ report: JSONValue) throws -> JSONValue {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let started = UInt64(report["startedMs"]?.intValue ?? 0)
+        let base = Stamp.iso8601(milliseconds: started).replacingOccurrences(of: ":", with: "").replacingOccurrences(of: "-", with: "")
+            .replacingOccurrences(of: ".", with: "")
+        var id = "r" + base
+        var n = 2
+        while fm.fileExists(atPath: path(id)) {
+            id = "r\(base)-\(n)"
+            n += 1
+        }
+        guard case .object(var o) = report else { return report }
+        o["id"] = .string(id)
+        let saved = JSONValue.object(o)
+        let temp = path(id) + ".tmp"
+        guard fm.createFile(atPath: temp, contents: Data((saved.prettyString() + "\n").utf8)) else {
+            throw PeerError("cannot write report \(temp)")
+        }
+        _ = rename(temp, path(id))
+        prune(now: started)
+        return saved
+    }
+
+    func path(_ id: String) -> String { directory + "/" + id + ".json" }
+
+    /// Report ids, oldest first.
+    func list() -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
+            .filter { $0.hasPrefix("r") && $0.hasSuffix(".json") }.map { String($0.dropLast(5)) }.sorted()
+    }
+
+    func load(_ id: String) throws -> JSONValue? {
+        let chosen = id == "latest" ? list().last : id
+        guard let chosen, chosen.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" }),
+            let data = FileManager.default.contents(atPath: path(chosen))
+        else { return nil }
+        return try JSONParser.parse(Array(data), maxDepth: 16)
+    }
+
+    var lastStarted: Date? {
+        guard let latest = try? load("latest"), let ms = latest["startedMs"]?.intValue else { return nil }
+        return Date(timeIntervalSince1970: Double(ms) / 1000)
+    }
+
+    func prune(now: UInt64) {
+        let cutoff = now - min(now, UInt64(keepDays) * 86_400_000)
+        for id in list() {
+            guard let report = try? load(id), let ms = report["startedMs"]?.intValue, UInt64(ms) < cutoff else { continue }
+            try? FileManager.default.removeItem(atPath: path(id))
+        }
+    }
+}
+
+/// Runs the reconciliation at its scheduled time, catches up a run missed while the daemon was
+/// down, and retries quarantined commits as local time catches up with them.
+struct NightlyJobs: Service {
+    let reconciler: Reconciler
+    let schedule: ReconcileSchedule
+    let reports: ReconcileReports
+    let replica: Replica
+    let events: EventBroadcaster
+    let logger: Logger
+
+    func run() async throws {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.scheduleLoop() }
+            group.addTask { await self.quarantineLoop() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    func scheduleLoop() async {
+        guard !schedule.isOff else { return await sleepUntilShutdown() }
+        if let due = schedule.missedRun(lastRun: reports.lastStarted, now: Date()) {
+            logger.notice("catching up a reconciliation missed while the daemon was down", metadata: ["due": "\(due)"])
+            // Give the replicators a moment to reach the partners first.
+            guard (try? await gracefulSleep(.seconds(3))) != nil else { return }
+            _ = await reconciler.run(trigger: "catch-up")
+        }
+        while true {
+            guard let next = schedule.next(after: Date()) else { return }
+            let wait = max(0, next.timeIntervalSinceNow)
+            logger.debug("next reconciliation", metadata: ["at": "\(next)"])
+            guard (try? await gracefulSleep(.milliseconds(Int64(wait * 1000) + 50))) != nil else { return }
+            _ = await reconciler.run(trigger: "schedule")
+        }
+    }
+
+    func quarantineLoop() async {
+        while (try? await gracefulSleep(.seconds(10))) != nil {
+            guard let held = try? replica.counts().held, held > 0 else { continue }
+            do {
+                let report = try replica.retryHeld()
+                if report.applied > 0 {
+                    logger.info("quarantined commits applied", metadata: ["applied": "\(report.applied)"])
+                    events.publish(replica: replica)
+                }
+            } catch {
+                logger.warning("retrying quarantined commits failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    func gracefulSleep(_ duration: Duration) async throws {
+        try await cancelWhenGracefulShutdown { try await Task.sleep(for: duration) }
+    }
+
+    func sleepUntilShutdown() async {
+        try? await gracefulSleep(.seconds(86_400 * 365))
+    }
+}
