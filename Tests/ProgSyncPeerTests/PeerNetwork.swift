@@ -21,6 +21,11 @@ final class PeerNetwork: @unchecked Sendable {
         var pin: String
         var privateKey: Curve25519.Signing.PrivateKey
         var socket: String { folder + "/progsync.sock" }
+        /// Where partners reach it and where it listens (a network namespace's address, say).
+        var host = "127.0.0.1"
+        /// Run the daemon under these commands (`ip netns exec NS`, `faketime +1h`), and with this environment.
+        var launchPrefix: [String] = []
+        var environment: [String: String] = [:]
         var process: Process?
         var client: HTTPClient
     }
@@ -71,7 +76,7 @@ final class PeerNetwork: @unchecked Sendable {
             var entry: [String: JSONValue] = [
                 "id": .string(n.id), "name": .string(n.name), "publicKey": .string(n.publicKey), "certificatePin": .string(n.pin),
             ]
-            if linked.contains(n.name) { entry["address"] = .string("https://127.0.0.1:\(n.port)") }
+            if linked.contains(n.name) { entry["address"] = .string("https://\(n.host):\(n.port)") }
             orgs[n.org, default: []].append(.object(entry))
         }
         return .object([
@@ -84,10 +89,12 @@ final class PeerNetwork: @unchecked Sendable {
         var node = nodes[name]!
         try (registry(for: name).prettyString() + "\n").write(toFile: node.folder + "/registry.json", atomically: true, encoding: .utf8)
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.progsyncd)
-        process.arguments = ["--data-dir", node.folder] + (sample ? [] : ["--empty"])
+        let command = node.launchPrefix + [Self.progsyncd, "--data-dir", node.folder] + (sample ? [] : ["--empty"])
+        process.executableURL = URL(fileURLWithPath: command[0].hasPrefix("/") ? command[0] : "/usr/bin/env")
+        process.arguments = command[0].hasPrefix("/") ? Array(command.dropFirst()) : command
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PROGSYNC_") }
-        env["PROGSYNC_PEERS_LISTEN"] = "127.0.0.1:\(node.port)"
+        env["PROGSYNC_PEERS_LISTEN"] = "\(node.host):\(node.port)"
+        env.merge(node.environment) { _, new in new }
         process.environment = env
         let log = FileHandle(forWritingAtPath: node.folder + "/daemon.log") ?? {
             FileManager.default.createFile(atPath: node.folder + "/daemon.log", contents: nil)
