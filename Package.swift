@@ -130,7 +130,7 @@ let package = Package(
             path: "Benchmarks/LocalAPIBench",
             swiftSettings: swiftSettings
         ),
-        // Partner sync benchmark: initial sync over TLS and propagation latency between real nodes.
+        // Partner sync benchmark: initial sync over TLS, propagation latency and reconciliation between real nodes.
         .executableTarget(
             name: "ProgSyncSyncBench",
             dependencies: [

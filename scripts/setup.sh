@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Installs what the build needs from Debian when it is missing: libcurl's headers (the HTTP
-# client) and, for the benchmarks, nginx-light. Safe to run again.
+# Installs what the build needs from Debian when it is missing: libcurl's and zlib's headers (the
+# HTTP client, bundles); with --test also faketime and iproute2 (clock-skew and partition tests);
+# with --bench nginx-light. Safe to run again.
 set -euo pipefail
 need=()
 dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || need+=(libcurl4-openssl-dev)
+dpkg -s zlib1g-dev >/dev/null 2>&1 || need+=(zlib1g-dev)
+if [ "${1:-}" = "--test" ]; then
+    command -v faketime >/dev/null 2>&1 || need+=(faketime)
+    command -v ip >/dev/null 2>&1 || need+=(iproute2)
+fi
 if [ "${1:-}" = "--bench" ]; then
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 fi

@@ -3,7 +3,7 @@
 # PROGSYNC_PROPERTY_CASES sets the number of convergence cases (default 2000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --test
 swift build --build-tests
 # Serial: the long synchronous property and crash tests would otherwise starve the async ones.
 swift test --skip-build --no-parallel

@@ -7,7 +7,11 @@
 //    are merged in-process into an empty replica (the merge-only rate).
 // 2. Propagation: `changes` status changes on A, one at a time; for each, the time until B's change
 //    stream (/v1/events) shows it.
-// The last line is `initial-sync: <N> changes/s over TLS (merge-only <M> changes/s, ratio <N/M>)`.
+// 3. Reconciliation: B reconciles with A, three times with equal replicas, then three times after
+//    1% of B's fields were changed in SQLite behind the daemon's back (stop, corrupt, start). The
+//    anchor is one raw SQLite pass over B's fields table in the same run.
+// The last two lines are `initial-sync: <N> changes/s over TLS (merge-only <M> changes/s, ratio <N/M>)`
+// and `reconcile: equal <X> ms, 1% diverged <Y> ms` (medians).
 import Foundation
 import GRDB
 import ProgSyncCore
@@ -272,4 +276,70 @@ for i in 0..<propagationChanges {
     latencies.append((reader.time(of: seq)! - sent) * 1000)
 }
 print("propagation: \(latencies.count) status changes, p50 \(fmt(percentile(latencies, 0.5), 2)) ms, p99 \(fmt(percentile(latencies, 0.99), 2)) ms, max \(fmt(latencies.max() ?? 0, 2)) ms")
-print("initial-sync: \(fmt(syncRate)) changes/s over TLS (merge-only \(fmt(mergeRate)) changes/s, ratio \(fmt(syncRate / mergeRate, 2)))")
+let initialSyncLine = "initial-sync: \(fmt(syncRate)) changes/s over TLS (merge-only \(fmt(mergeRate)) changes/s, ratio \(fmt(syncRate / mergeRate, 2)))"
+
+// Reconciliation.
+func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+func waitForEqualDigests() async throws {
+    let deadline = now() + 60
+    while now() < deadline {
+        let da = try await call(a, "GET", "/v1/digest")["root"]?.stringValue
+        if da != nil, da == (try await call(b, "GET", "/v1/digest")["root"]?.stringValue) { return }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    throw BenchError("A and B did not agree within 60 s")
+}
+func reconcileB() async throws -> (ms: Double, report: JSONValue) {
+    let t = now()
+    let report = try await call(b, "POST", "/v1/reconcile")
+    let ms = (now() - t) * 1000
+    guard report["verdict"]?.stringValue == "in agreement" else { throw BenchError("reconcile did not agree: \(report.prettyString())") }
+    return (ms, report)
+}
+func rawScanMilliseconds(_ path: String) throws -> Double {
+    var c = Configuration()
+    c.readonly = true
+    let queue = try DatabaseQueue(path: path, configuration: c)
+    defer { try? queue.close() }
+    let t = now()
+    let bytes = try queue.read { db -> Int in
+        var total = 0
+        let rows = try Row.fetchCursor(db, sql: "SELECT record, field, stamp, origin, value FROM fields")
+        while let row = try rows.next() { total += (row[0] as String).utf8.count + (row[4] as String).utf8.count }
+        return total
+    }
+    precondition(bytes > 0)
+    return (now() - t) * 1000
+}
+try await waitForEqualDigests()
+var equalMs: [Double] = []
+var anchorMs: [Double] = []
+for _ in 0..<3 {
+    let (ms, report) = try await reconcileB()
+    equalMs.append(ms)
+    anchorMs.append(try rawScanMilliseconds(b.folder + "/replica.sqlite"))
+    print("  reconcile (equal): \(fmt(ms, 1)) ms, self-check of \(report["selfCheck"]?["fieldsChecked"]?.intValue ?? 0) fields")
+}
+print("reconcile equal: median \(fmt(median(equalMs), 1)) ms; anchor: raw SQLite scan of the same \(fieldCount) fields \(fmt(median(anchorMs), 1)) ms (ratio \(fmt(median(equalMs) / median(anchorMs), 2)))")
+
+var divergedMs: [Double] = []
+for round in 0..<3 {
+    let bProcess = children.last { $0.isRunning && $0.arguments?.contains(b.folder) == true }!
+    kill(bProcess.processIdentifier, SIGTERM)
+    bProcess.waitUntilExit()
+    let changed = try DatabaseQueue(path: b.folder + "/replica.sqlite").write { db -> Int in
+        try db.execute(sql: "UPDATE fields SET value = '\"gewijzigd buiten progsyncd om \(round)\"' WHERE abs(random()) % 100 = 0")
+        return db.changesCount
+    }
+    try start(b)
+    _ = try await call(b, "GET", "/v1/status")
+    let (ms, report) = try await reconcileB()
+    let repaired = report["selfCheck"]?["fieldsRepaired"]?.intValue ?? 0
+    guard repaired == changed else { throw BenchError("changed \(changed) fields but the report repaired \(repaired)") }
+    try await waitForEqualDigests()
+    divergedMs.append(ms)
+    print("    self-check: \(report["selfCheck"]?.canonicalString ?? "")")
+    print("  reconcile (1% diverged): \(changed) of \(fieldCount) fields changed behind the daemon's back; detected and repaired in \(fmt(ms, 1)) ms")
+}
+print(initialSyncLine)
+print("reconcile: equal \(fmt(median(equalMs))) ms, 1% diverged \(fmt(median(divergedMs))) ms")

@@ -150,6 +150,49 @@ public struct Commit: Sendable, Hashable {
     }
 }
 
+extension Commit {
+    /// One change as stored, its value left as canonical bytes.
+    public struct StoredChange: Sendable {
+        public var record: String
+        public var field: String
+        public var valueBytes: [UInt8]
+        public var supersedes: [CommitRef]
+    }
+
+    /// Reads a stored commit's stamp and changes without parsing the values: for rebuilding from
+    /// a log whose commits were fully checked when they arrived.
+    public static func storedChanges(_ bytes: [UInt8]) throws(CommitDecodingError) -> (ref: CommitRef, stamp: Stamp, changes: [StoredChange]) {
+        var r = ByteReader(bytes: bytes)
+        guard try r.raw(magic.count) == magic else { throw CommitDecodingError("not a progsync commit") }
+        guard let origin = NodeID(try r.string()) else { throw CommitDecodingError("invalid origin") }
+        let seq = try r.u64()
+        let stamp = Stamp(rawValue: try r.u64())
+        _ = try r.string()
+        _ = try r.blob()
+        for _ in 0..<(try r.u32()) {
+            _ = try r.string()
+            _ = try r.string()
+            _ = try r.u64()
+        }
+        let count = try r.u32()
+        guard count <= 100_000 else { throw CommitDecodingError("too many changes") }
+        var changes: [StoredChange] = []
+        changes.reserveCapacity(Int(count))
+        for _ in 0..<count {
+            let record = try r.string()
+            let field = try r.string()
+            let valueBytes = try r.blob()
+            var supersedes: [CommitRef] = []
+            for _ in 0..<(try r.u32()) {
+                guard let o = NodeID(try r.string()) else { throw CommitDecodingError("invalid supersedes ref") }
+                supersedes.append(CommitRef(origin: o, seq: try r.u64()))
+            }
+            changes.append(StoredChange(record: record, field: field, valueBytes: valueBytes, supersedes: supersedes))
+        }
+        return (CommitRef(origin: origin, seq: seq), stamp, changes)
+    }
+}
+
 public struct CommitDecodingError: Error, CustomStringConvertible, Sendable {
     public var description: String
     public init(_ description: String) { self.description = description }

@@ -1,7 +1,7 @@
 import Crypto
 
 /// The replica digest (§9): a Merkle tree over the winning `(record, field, stamp, origin, value)`
-/// entries. Entries fall into 4096 buckets by a hash of the record id; a bucket's leaf is the sum
+/// entries and the conflict losers kept beside them. Entries fall into 4096 buckets by a hash of the record id; a bucket's leaf is the sum
 /// modulo 2^256 of its entries' SHA-256, so it can be updated in place when a winner changes.
 /// 64 inner nodes hash 64 leaves each; the root hashes the inner nodes. Equal replicas compare by
 /// root in one round trip; unequal ones narrow down root → inner → bucket → entries.
@@ -39,6 +39,23 @@ public enum ReplicaDigest {
         return BucketSum(digest: SHA256.hash(data: buffer))
     }
 
+    /// A conflict loser counts too, so replicas that list different conflicts differ in digest.
+    /// The trailing 0x01 cannot end a winner's entry: canonical JSON has no raw control bytes.
+    public static func loserHash(record: String, field: String, version: FieldVersion) -> BucketSum {
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(record.utf8.count + field.utf8.count + version.value.count + 31)
+        buffer.append(contentsOf: record.utf8)
+        buffer.append(0)
+        buffer.append(contentsOf: field.utf8)
+        buffer.append(0)
+        withUnsafeBytes(of: version.stamp.rawValue.bigEndian) { buffer.append(contentsOf: $0) }
+        buffer.append(contentsOf: version.origin.rawValue.utf8)
+        buffer.append(0)
+        buffer.append(contentsOf: version.value)
+        buffer.append(1)
+        return BucketSum(digest: SHA256.hash(data: buffer))
+    }
+
     public static func innerNodes(_ buckets: [BucketSum]) -> [[UInt8]] {
         precondition(buckets.count == bucketCount)
         return (0..<(bucketCount / fanout)).map { i in
@@ -71,7 +88,17 @@ public struct BucketSum: Sendable, Hashable {
         limbs = (limb(3), limb(2), limb(1), limb(0))
     }
 
-    init(digest: SHA256.Digest) { self.init(bytes: Array(digest)) }
+    init(digest: SHA256.Digest) {
+        limbs = digest.withUnsafeBytes { raw in
+            func limb(_ i: Int) -> UInt64 { UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)) }
+            return (limb(3), limb(2), limb(1), limb(0))
+        }
+    }
+
+    /// The SHA-256 of `bytes` as a bucket summand, without an intermediate array.
+    public static func hashing(_ bytes: UnsafeRawBufferPointer) -> BucketSum {
+        BucketSum(digest: SHA256.hash(data: bytes))
+    }
 
     /// Big-endian bytes.
     public var bytes: [UInt8] {

@@ -85,7 +85,7 @@ struct PeerAPI: Sendable {
         return JSONResponse.make(.object(["buckets": .array(out)]))
     }
 
-    /// The winning entries of the given buckets: `[record, field, stamp, origin, seq, hash]`.
+    /// The entries of the given buckets: `[record, field, stamp, origin, seq, hash, isLoser]`.
     func entries(_ request: Request) async throws -> Response {
         let buffer: ByteBuffer
         do { buffer = try await request.body.collect(upTo: 1 << 20) } catch {
@@ -104,7 +104,8 @@ struct PeerAPI: Sendable {
             buckets.insert(b)
         }
         let entries = try replica.digestEntries(buckets: buckets).map { e -> JSONValue in
-            .array([.string(e.record), .string(e.field), .string(e.stamp.hex), .string(e.origin), .int(Int64(e.seq)), .string(Hex.encode(e.hash))])
+            .array([.string(e.record), .string(e.field), .string(e.stamp.hex), .string(e.origin), .int(Int64(e.seq)), .string(Hex.encode(e.hash)),
+                    .bool(e.isLoser)])
         }
         return JSONResponse.make(.object(["entries": .array(entries)]))
     }

@@ -105,7 +105,10 @@ actor Reconciler {
         // 1. Self-check: the log holds every commit the heads claim, the winners match the digest.
         var selfCheck: [String: JSONValue] = [:]
         do {
+            let checkStart = ContinuousClock.now
             var integrity = try replica.checkIntegrity()
+            selfCheck["checkMs"] = .int((ContinuousClock.now - checkStart).components.attoseconds / 1_000_000_000_000_000
+                                        + (ContinuousClock.now - checkStart).components.seconds * 1000)
             selfCheck["fieldsChecked"] = .int(Int64(integrity.fieldsChecked))
             selfCheck["missingCommits"] = .int(Int64(integrity.missingCommitCount))
             selfCheck["divergedBuckets"] = .int(Int64(integrity.divergedBuckets.count))
@@ -141,6 +144,7 @@ actor Reconciler {
                 selfCheck["fieldsRepaired"] = .int(Int64(rebuilt.fieldsRepaired))
                 selfCheck["conflictsRepaired"] = .int(Int64(rebuilt.conflictsRepaired))
                 selfCheck["repairedExamples"] = .array(rebuilt.examples.map { .string($0) })
+                selfCheck["rebuildMs"] = .object(Dictionary(uniqueKeysWithValues: rebuilt.phases.map { ($0.0, JSONValue.int(Int64($0.1))) }))
                 if rebuilt.fieldsRepaired + rebuilt.conflictsRepaired > 0 {
                     logger.error("repaired fields changed behind the daemon's back", metadata: [
                         "fields": "\(rebuilt.fieldsRepaired)", "conflicts": "\(rebuilt.conflictsRepaired)",
@@ -173,7 +177,7 @@ actor Reconciler {
         }
         if peers.isEmpty { reasons.append("no partner with an address in the registry: nothing to compare with") }
 
-        let counts = try? replica.counts()
+        let counts = try? replica.attentionCounts()
         let finished = Replica.wallClockMilliseconds()
         let elapsed = clock.now - t0
         let report: JSONValue = .object([
@@ -335,11 +339,11 @@ actor Reconciler {
     static func entries(_ answer: JSONValue) throws -> [String: DigestEntry] {
         var out: [String: DigestEntry] = [:]
         for item in answer["entries"]?.arrayValue ?? [] {
-            guard let a = item.arrayValue, a.count == 6, let record = a[0].stringValue, let field = a[1].stringValue,
+            guard let a = item.arrayValue, a.count == 7, let record = a[0].stringValue, let field = a[1].stringValue,
                 let stampHex = a[2].stringValue, let stamp = Stamp(hex: stampHex), let origin = a[3].stringValue,
-                let seq = a[4].intValue, let hash = a[5].stringValue.flatMap(Hex.decode)
+                let seq = a[4].intValue, let hash = a[5].stringValue.flatMap(Hex.decode), let isLoser = a[6].boolValue
             else { throw PeerError("peer sent a malformed digest entry") }
-            let e = DigestEntry(record: record, field: field, stamp: stamp, origin: origin, seq: UInt64(seq), hash: hash)
+            let e = DigestEntry(record: record, field: field, stamp: stamp, origin: origin, seq: UInt64(seq), hash: hash, isLoser: isLoser)
             out[e.key] = e
         }
         return out
@@ -450,7 +454,7 @@ struct NightlyJobs: Service {
 
     func quarantineLoop() async {
         while (try? await gracefulSleep(.seconds(10))) != nil {
-            guard let held = try? replica.counts().held, held > 0 else { continue }
+            guard let held = try? replica.attentionCounts().held, held > 0 else { continue }
             do {
                 let report = try replica.retryHeld()
                 if report.applied > 0 {

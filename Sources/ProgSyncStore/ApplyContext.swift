@@ -380,10 +380,12 @@ struct ApplyContext {
         let oldLosers = Set(old.losers)
         let newLosers = Set(new.losers)
         for gone in oldLosers.subtracting(newLosers) {
+            addToBucket(bucket, -ReplicaDigest.loserHash(record: record, field: field, version: gone))
             try db.cachedStatement(sql: "DELETE FROM conflicts WHERE record = ? AND field = ? AND origin = ? AND seq = ?")
                 .execute(arguments: [record, field, gone.origin.rawValue, Int64(gone.seq)])
         }
         for added in newLosers.subtracting(oldLosers) {
+            addToBucket(bucket, ReplicaDigest.loserHash(record: record, field: field, version: added))
             try db.cachedStatement(sql: "INSERT INTO conflicts (record, field, origin, seq, stamp, value) VALUES (?, ?, ?, ?, ?, ?)")
                 .execute(arguments: [
                     record, field, added.origin.rawValue, Int64(added.seq), Int64(bitPattern: added.stamp.rawValue),

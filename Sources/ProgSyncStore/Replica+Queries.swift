@@ -256,6 +256,15 @@ extension Replica {
         public var fields: Int
     }
 
+    /// The cheap counts (no scan of the fields table): open conflicts, held and rejected commits.
+    public func attentionCounts() throws -> (conflicts: Int, held: Int, rejected: Int) {
+        try pool.read { db in
+            (try Int.fetchOne(db, sql: "SELECT count(*) FROM (SELECT DISTINCT record, field FROM conflicts)") ?? 0,
+             try Int.fetchOne(db, sql: "SELECT count(*) FROM held") ?? 0,
+             try Int.fetchOne(db, sql: "SELECT count(*) FROM rejected") ?? 0)
+        }
+    }
+
     public func counts() throws -> Counts {
         try pool.read { db in
             var byKind: [String: Int] = [:]

@@ -12,17 +12,20 @@ public struct DigestEntry: Sendable, Hashable {
     public var origin: String
     public var seq: UInt64
     public var hash: [UInt8]
+    public var isLoser: Bool
 
-    public init(record: String, field: String, stamp: Stamp, origin: String, seq: UInt64, hash: [UInt8]) {
+    public init(record: String, field: String, stamp: Stamp, origin: String, seq: UInt64, hash: [UInt8], isLoser: Bool = false) {
         self.record = record
         self.field = field
         self.stamp = stamp
         self.origin = origin
         self.seq = seq
         self.hash = hash
+        self.isLoser = isLoser
     }
 
-    public var key: String { record + "~" + field }
+    /// `record~field` for a winner; a loser adds its commit, since a field may have several.
+    public var key: String { isLoser ? "\(record)~\(field)#\(origin)/\(seq)" : record + "~" + field }
 }
 
 /// What the self-check found: seqs the heads claim but the log lacks, and buckets whose winners
@@ -42,6 +45,70 @@ public struct RebuildReport: Sendable {
     public var conflictsRepaired = 0
     /// `record~field` of the first repaired fields, for the report.
     public var examples: [String] = []
+    /// Milliseconds spent finding the records, reading the log, and comparing and writing.
+    public var phases: [(String, Double)] = []
+}
+
+/// Entries packed back to back, with where each ends and its bucket.
+struct EntryBatch: Sendable {
+    var bytes: [UInt8] = []
+    var ends: [Int] = []
+    var buckets: [UInt16] = []
+    init() {
+        bytes.reserveCapacity(8192 * 160)
+        ends.reserveCapacity(8192)
+        buckets.reserveCapacity(8192)
+    }
+}
+
+extension EntryBatch {
+    /// The same bytes `ReplicaDigest.entryHash` / `loserHash` hash.
+    mutating func append(record: String, field: String, version: FieldVersion, loser: Bool) {
+        let start = bytes.count
+        bytes.append(contentsOf: record.utf8)
+        let end = bytes.count
+        buckets.append(UInt16(bytes.withUnsafeBufferPointer { ReplicaDigest.bucket(ofRecordBytes: UnsafeBufferPointer(rebasing: $0[start..<end])) }))
+        bytes.append(0)
+        bytes.append(contentsOf: field.utf8)
+        bytes.append(0)
+        withUnsafeBytes(of: version.stamp.rawValue.bigEndian) { bytes.append(contentsOf: $0) }
+        bytes.append(contentsOf: version.origin.rawValue.utf8)
+        bytes.append(0)
+        bytes.append(contentsOf: version.value)
+        if loser { bytes.append(1) }
+        ends.append(bytes.count)
+    }
+}
+
+struct FieldKey: Hashable {
+    var record: String
+    var field: String
+}
+
+/// Hashes batches on its own serial queue and keeps the per-bucket sums there.
+final class BucketHasher: @unchecked Sendable {
+    private let queue = DispatchQueue(label: "progsync.digest")
+    private let group = DispatchGroup()
+    private var sums = [BucketSum](repeating: .zero, count: ReplicaDigest.bucketCount)
+
+    func add(_ batch: EntryBatch) {
+        guard !batch.ends.isEmpty else { return }
+        queue.async(group: group) {
+            batch.bytes.withUnsafeBytes { raw in
+                var start = 0
+                for (i, end) in batch.ends.enumerated() {
+                    let b = Int(batch.buckets[i])
+                    self.sums[b] = self.sums[b] + BucketSum.hashing(UnsafeRawBufferPointer(rebasing: raw[start..<end]))
+                    start = end
+                }
+            }
+        }
+    }
+
+    func finish() -> [BucketSum] {
+        group.wait()
+        return queue.sync { sums }
+    }
 }
 
 extension Replica {
@@ -162,56 +229,76 @@ extension Replica {
         try pool.read { db in try Self.sumBuckets(db).buckets }
     }
 
-    /// Sums the winners' entry hashes per bucket straight off SQLite's row buffers: this runs
-    /// over every field each night, so it avoids a Swift string per column.
-    static func sumBuckets(_ db: Database, onlyRecords filter: ((String) -> Bool)? = nil) throws -> (buckets: [BucketSum], fields: Int) {
-        var buckets = [BucketSum](repeating: .zero, count: ReplicaDigest.bucketCount)
-        let statement = try db.makeStatement(sql: "SELECT record, field, stamp, origin, value FROM fields")
+    /// Sums the entry hashes of winners and losers per bucket straight off SQLite's row buffers:
+    /// this runs over every field each night. This thread steps SQLite and packs entries into
+    /// batches; a second one hashes them, so the two cores share the work.
+    static func sumBuckets(_ db: Database) throws -> (buckets: [BucketSum], fields: Int) {
+        let hasher = BucketHasher()
+        let fields = try sumEntries(db, table: "fields", into: hasher)
+        _ = try sumEntries(db, table: "conflicts", into: hasher)
+        return (hasher.finish(), fields)
+    }
+
+    static func sumEntries(_ db: Database, table: String, into hasher: BucketHasher) throws -> Int {
+        let loser = table == "conflicts"
+        let statement = try db.makeStatement(sql: "SELECT record, field, stamp, origin, value FROM \(table)")
         let s = statement.sqliteStatement
-        var buffer: [UInt8] = []
-        buffer.reserveCapacity(1024)
+        var batch = EntryBatch()
         var count = 0
+        defer { sqlite3_reset(s) }
         while true {
             let rc = sqlite3_step(s)
             if rc == SQLITE_DONE { break }
             guard rc == SQLITE_ROW else {
-                throw ReplicaError(.corrupt, "reading fields: \(String(cString: sqlite3_errmsg(sqlite3_db_handle(s))))")
+                throw ReplicaError(.corrupt, "reading \(table): \(String(cString: sqlite3_errmsg(sqlite3_db_handle(s))))")
             }
-            buffer.removeAll(keepingCapacity: true)
             func append(_ column: Int32) {
                 if let p = sqlite3_column_text(s, column) {
-                    buffer.append(contentsOf: UnsafeBufferPointer(start: p, count: Int(sqlite3_column_bytes(s, column))))
+                    batch.bytes.append(contentsOf: UnsafeBufferPointer(start: p, count: Int(sqlite3_column_bytes(s, column))))
                 }
             }
+            let start = batch.bytes.count
             append(0)
-            let recordLength = buffer.count
-            let bucket = buffer.withUnsafeBufferPointer { ReplicaDigest.bucket(ofRecordBytes: UnsafeBufferPointer(rebasing: $0[0..<recordLength])) }
-            buffer.append(0)
+            let recordEnd = batch.bytes.count
+            batch.buckets.append(UInt16(batch.bytes.withUnsafeBufferPointer {
+                ReplicaDigest.bucket(ofRecordBytes: UnsafeBufferPointer(rebasing: $0[start..<recordEnd]))
+            }))
+            batch.bytes.append(0)
             append(1)
-            buffer.append(0)
-            withUnsafeBytes(of: UInt64(bitPattern: sqlite3_column_int64(s, 2)).bigEndian) { buffer.append(contentsOf: $0) }
+            batch.bytes.append(0)
+            withUnsafeBytes(of: UInt64(bitPattern: sqlite3_column_int64(s, 2)).bigEndian) { batch.bytes.append(contentsOf: $0) }
             append(3)
-            buffer.append(0)
+            batch.bytes.append(0)
             append(4)
-            buckets[bucket] = buckets[bucket] + BucketSum(bytes: Array(SHA256.hash(data: buffer)))
+            if loser { batch.bytes.append(1) }
+            batch.ends.append(batch.bytes.count)
             count += 1
+            if batch.ends.count == 8192 {
+                hasher.add(batch)
+                batch = EntryBatch()
+            }
         }
-        sqlite3_reset(s)
-        return (buckets, count)
+        hasher.add(batch)
+        return count
     }
 
-    /// The winners in the given buckets, for a peer narrowing a difference.
+    /// The winners and conflict losers in the given buckets, for a peer narrowing a difference.
     public func digestEntries(buckets: Set<Int>) throws -> [DigestEntry] {
         try pool.read { db in
             var out: [DigestEntry] = []
-            let rows = try Row.fetchCursor(db, sql: "SELECT record, field, value, stamp, origin, seq FROM fields")
-            while let row = try rows.next() {
-                let record: String = row[0]
-                guard buckets.contains(ReplicaDigest.bucket(ofRecord: record)) else { continue }
-                let field: String = row[1]
-                let version = try Self.version(value: row[2], stamp: row[3], origin: row[4], seq: row[5])
-                out.append(DigestEntry(record: record, field: field, stamp: version.stamp, origin: version.origin.rawValue,
-                                       seq: version.seq, hash: ReplicaDigest.entryHash(record: record, field: field, version: version).bytes))
+            for table in ["fields", "conflicts"] {
+                let rows = try Row.fetchCursor(db, sql: "SELECT record, field, value, stamp, origin, seq FROM \(table)")
+                while let row = try rows.next() {
+                    let record: String = row[0]
+                    guard buckets.contains(ReplicaDigest.bucket(ofRecord: record)) else { continue }
+                    let field: String = row[1]
+                    let version = try Self.version(value: row[2], stamp: row[3], origin: row[4], seq: row[5])
+                    let hash = table == "fields"
+                        ? ReplicaDigest.entryHash(record: record, field: field, version: version)
+                        : ReplicaDigest.loserHash(record: record, field: field, version: version)
+                    out.append(DigestEntry(record: record, field: field, stamp: version.stamp, origin: version.origin.rawValue,
+                                           seq: version.seq, hash: hash.bytes, isLoser: table == "conflicts"))
+                }
             }
             return out
         }
@@ -219,15 +306,24 @@ extension Replica {
 
     // MARK: Repair
 
-    /// Rebuilds every record in `buckets` from the commit log, which is signed and hash-chained,
-    /// and writes back only what differs; the buckets' digest sums are set from the result. The
-    /// frontier of a field is every version no other version supersedes (§7), so it does not
-    /// depend on the order the commits are read in.
+    /// Rebuilds every record in `buckets` (and `records`) from the commit log, which is signed
+    /// and hash-chained, and writes back only what differs; the buckets' digest sums are set from
+    /// the result. A field's frontier is every version no other version supersedes (§7), so it
+    /// does not depend on the order the commits are read in.
     public func rebuild(buckets: Set<Int>, records extra: Set<String> = []) throws -> RebuildReport {
         try write { ctx in
             let db = ctx.db
             var report = RebuildReport()
+            let clock = ContinuousClock()
+            var mark = clock.now
+            func phase(_ name: String) {
+                let d = clock.now - mark
+                report.phases.append((name, Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15))
+                mark = clock.now
+            }
             func wanted(_ record: String) -> Bool { extra.contains(record) || buckets.contains(ReplicaDigest.bucket(ofRecord: record)) }
+
+            // 1. The commits that touched those records.
             var records = Set<String>()
             var lsns = Set<Int64>()
             let touched = try Row.fetchCursor(db, sql: "SELECT record, lsn FROM record_commits")
@@ -237,79 +333,115 @@ extension Replica {
                 records.insert(record)
                 lsns.insert(row[1])
             }
-            for record in try String.fetchAll(db, sql: "SELECT DISTINCT record FROM fields") where wanted(record) {
-                records.insert(record)
-            }
-            // Every version of every field of those records, with what each supersedes.
-            struct Versions { var all: [FieldVersion] = []; var superseded = Set<CommitRef>() }
-            var expected: [String: [String: Versions]] = [:]
+            phase("find")
+
+            // 2. The truth: every version of their fields, minus every version some change superseded.
+            struct Versions { var all: [FieldVersion] = []; var superseded: [CommitRef] = [] }
+            var versions: [FieldKey: Versions] = [:]
             let commits = try Row.fetchCursor(db, sql: "SELECT lsn, body FROM commits WHERE status = 0 ORDER BY lsn")
             while let row = try commits.next() {
                 guard lsns.contains(row[0]) else { continue }
-                let commit = try Commit(canonicalBytes: [UInt8](row[1] as Data))
-                for change in commit.changes where records.contains(change.record) {
-                    let version = FieldVersion(value: change.valueBytes, stamp: commit.stamp, origin: commit.origin, seq: commit.seq)
-                    expected[change.record, default: [:]][change.field, default: Versions()].all.append(version)
-                    expected[change.record]![change.field]!.superseded.formUnion(change.supersedes)
+                let stored = try Commit.storedChanges([UInt8](row[1] as Data))
+                for change in stored.changes where records.contains(change.record) {
+                    let version = FieldVersion(value: change.valueBytes, stamp: stored.stamp, origin: stored.ref.origin, seq: stored.ref.seq)
+                    let key = FieldKey(record: change.record, field: change.field)
+                    versions[key, default: Versions()].all.append(version)
+                    if !change.supersedes.isEmpty { versions[key]!.superseded += change.supersedes }
                 }
             }
-            var sums: [Int: BucketSum] = Dictionary(uniqueKeysWithValues: buckets.map { ($0, BucketSum.zero) })
-            for record in records.sorted() {
-                report.records += 1
-                var current: [String: FieldFrontier] = [:]
-                for r in try Row.fetchAll(db, sql: "SELECT field, value, stamp, origin, seq FROM fields WHERE record = ?", arguments: [record]) {
-                    current[r[0]] = FieldFrontier(winner: try Self.version(value: r[1], stamp: r[2], origin: r[3], seq: r[4]))
+            var truth: [FieldKey: FieldFrontier] = [:]
+            truth.reserveCapacity(versions.count)
+            for (key, v) in versions {
+                if v.all.count == 1, v.superseded.isEmpty {
+                    truth[key] = FieldFrontier(winner: v.all[0])
+                    continue
                 }
-                for r in try Row.fetchAll(db, sql: "SELECT field, value, stamp, origin, seq FROM conflicts WHERE record = ?", arguments: [record]) {
-                    let loser = try Self.version(value: r[1], stamp: r[2], origin: r[3], seq: r[4])
-                    let field: String = r[0]
-                    current[field]?.losers.append(loser)
-                    if current[field] == nil { current[field] = FieldFrontier(winner: loser) }  // an orphan loser row
-                }
-                var truth: [String: FieldFrontier] = [:]
-                for (field, versions) in expected[record] ?? [:] {
-                    let alive = Set(versions.all).filter { !versions.superseded.contains($0.ref) }.sorted { FieldVersion.wins($0, over: $1) }
-                    if let winner = alive.first { truth[field] = FieldFrontier(winner: winner, losers: Array(alive.dropFirst())) }
-                }
-                let bucket = ReplicaDigest.bucket(ofRecord: record)
-                for (field, frontier) in truth {
-                    let entry = ReplicaDigest.entryHash(record: record, field: field, version: frontier.winner)
-                    sums[bucket] = (sums[bucket] ?? .zero) + entry
-                }
-                for field in Set(current.keys).union(truth.keys).sorted() {
-                    var have = current[field]
-                    have?.losers.sort { FieldVersion.wins($0, over: $1) }
-                    let want = truth[field]
-                    guard have != want else { continue }
-                    if have?.winner != want?.winner {
-                        report.fieldsRepaired += 1
-                        if report.examples.count < 20 { report.examples.append("\(record)~\(field)") }
+                var seen = Set<CommitRef>()
+                let gone = Set(v.superseded)
+                let alive = v.all.filter { !gone.contains($0.ref) && seen.insert($0.ref).inserted }.sorted { FieldVersion.wins($0, over: $1) }
+                if let winner = alive.first { truth[key] = FieldFrontier(winner: winner, losers: Array(alive.dropFirst())) }
+            }
+            versions = [:]
+            phase("read the log")
+
+            // 3. What the tables hold for those records, in one pass each.
+            var current: [FieldKey: FieldFrontier] = [:]
+            var unreadable = Set<FieldKey>()  // rows no commit could have written: always rewritten
+            for table in ["fields", "conflicts"] {
+                let rows = try Row.fetchCursor(db, sql: "SELECT record, field, value, stamp, origin, seq FROM \(table)")
+                while let row = try rows.next() {
+                    let record: String = row[0]
+                    guard records.contains(record) || wanted(record) else { continue }
+                    records.insert(record)
+                    let key = FieldKey(record: record, field: row[1])
+                    guard let v = try? Self.version(value: row[2], stamp: row[3], origin: row[4], seq: row[5]) else {
+                        unreadable.insert(key)
+                        continue
+                    }
+                    if table == "fields" {
+                        current[key] = FieldFrontier(winner: v)
+                    } else if current[key] == nil {
+                        current[key] = FieldFrontier(winner: v)  // a loser without a winner row
+                        unreadable.insert(key)
                     } else {
-                        report.conflictsRepaired += 1
-                    }
-                    try db.execute(sql: "DELETE FROM fields WHERE record = ? AND field = ?", arguments: [record, field])
-                    try db.execute(sql: "DELETE FROM conflicts WHERE record = ? AND field = ?", arguments: [record, field])
-                    guard let want else { continue }
-                    for (i, v) in want.versions.enumerated() {
-                        try db.execute(
-                            sql: i == 0
-                                ? "INSERT INTO fields (record, field, value, stamp, origin, seq) VALUES (?, ?, ?, ?, ?, ?)"
-                                : "INSERT INTO conflicts (record, field, value, stamp, origin, seq) VALUES (?, ?, ?, ?, ?, ?)",
-                            arguments: [record, field, String(decoding: v.value, as: UTF8.self), Int64(bitPattern: v.stamp.rawValue),
-                                        v.origin.rawValue, Int64(v.seq)])
+                        current[key]!.losers.append(v)
                     }
                 }
             }
-            // Buckets named by `extra` alone were not rebuilt whole: recompute them from the table.
+            phase("read the tables")
+
+            // 4. Write back what differs.
+            for key in Set(current.keys).union(truth.keys).union(unreadable) {
+                var have = current[key]
+                if (have?.losers.count ?? 0) > 1 { have!.losers.sort { FieldVersion.wins($0, over: $1) } }
+                let want = truth[key]
+                guard have != want || unreadable.contains(key) else { continue }
+                if have?.winner != want?.winner || unreadable.contains(key) {
+                    report.fieldsRepaired += 1
+                    if report.examples.count < 20 { report.examples.append("\(key.record)~\(key.field)") }
+                } else {
+                    report.conflictsRepaired += 1
+                }
+                try db.cachedStatement(sql: "DELETE FROM fields WHERE record = ? AND field = ?").execute(arguments: [key.record, key.field])
+                try db.cachedStatement(sql: "DELETE FROM conflicts WHERE record = ? AND field = ?").execute(arguments: [key.record, key.field])
+                guard let want else { continue }
+                for (i, v) in want.versions.enumerated() {
+                    try db.cachedStatement(
+                        sql: i == 0
+                            ? "INSERT INTO fields (record, field, value, stamp, origin, seq) VALUES (?, ?, ?, ?, ?, ?)"
+                            : "INSERT INTO conflicts (record, field, value, stamp, origin, seq) VALUES (?, ?, ?, ?, ?, ?)"
+                    ).execute(arguments: [key.record, key.field, String(decoding: v.value, as: UTF8.self), Int64(bitPattern: v.stamp.rawValue),
+                                          v.origin.rawValue, Int64(v.seq)])
+                }
+            }
+            report.examples.sort()
+            report.records = records.count
+            phase("write")
+
+            // 5. The digest: whole buckets are summed from the truth; buckets touched only through
+            // `records` are summed from the tables, now repaired.
+            let hasher = BucketHasher()
+            var batch = EntryBatch()
+            for (key, frontier) in truth where buckets.contains(ReplicaDigest.bucket(ofRecord: key.record)) {
+                batch.append(record: key.record, field: key.field, version: frontier.winner, loser: false)
+                for l in frontier.losers { batch.append(record: key.record, field: key.field, version: l, loser: true) }
+                if batch.ends.count >= 8192 {
+                    hasher.add(batch)
+                    batch = EntryBatch()
+                }
+            }
+            hasher.add(batch)
+            var sums = hasher.finish()
             let partial = Set(records.map(ReplicaDigest.bucket(ofRecord:))).subtracting(buckets)
             if !partial.isEmpty {
                 let all = try Self.sumBuckets(db).buckets
                 for bucket in partial { sums[bucket] = all[bucket] }
             }
-            for (bucket, sum) in sums where ctx.state.buckets[bucket] != sum {
-                ctx.state.buckets[bucket] = sum
+            for bucket in buckets.union(partial) where ctx.state.buckets[bucket] != sums[bucket] {
+                ctx.state.buckets[bucket] = sums[bucket]
                 ctx.dirtyBuckets.insert(bucket)
             }
+            phase("digest")
             return report
         }
     }

@@ -1,4 +1,6 @@
+import Foundation
 import GRDB
+import ProgSyncCore
 
 extension Replica {
     /// Numbered migrations; never edit one that has shipped, add the next.
@@ -111,6 +113,14 @@ extension Replica {
                 ) WITHOUT ROWID;
                 CREATE INDEX commits_by_stamp ON commits(stamp);
                 """)
+        }
+        migrator.registerMigration("v4-digest-covers-conflicts") { db in
+            // The digest now sums conflict losers too: recompute the leaves once.
+            let (buckets, _) = try Replica.sumBuckets(db)
+            try db.execute(sql: "DELETE FROM digest_buckets")
+            for (i, sum) in buckets.enumerated() where sum != .zero {
+                try db.execute(sql: "INSERT INTO digest_buckets (bucket, sum) VALUES (?, ?)", arguments: [i, Data(sum.bytes)])
+            }
         }
         return migrator
     }

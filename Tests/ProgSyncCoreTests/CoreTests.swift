@@ -1,4 +1,4 @@
-import ProgSyncCore
+@testable import ProgSyncCore
 import Testing
 
 @Suite struct JSONTests {
@@ -209,5 +209,63 @@ import Testing
         #expect(b.fail(random: 0.5) == .seconds(1))
         b.succeed()
         #expect(b.fail(random: 1) == .milliseconds(100))
+    }
+}
+
+@Suite struct CommitBundleTests {
+    func sample() throws -> CommitBundle {
+        let identity = NodeIdentity()
+        var commits: [(body: [UInt8], signature: [UInt8])] = []
+        var prev: [UInt8] = []
+        for seq in 1...50 {
+            let commit = Commit(origin: identity.id, seq: UInt64(seq), stamp: Stamp(milliseconds: 1_700_000_000_000 + UInt64(seq), counter: 0),
+                                author: "anna", prev: prev, ownerRefs: [:],
+                                changes: [Change(record: "r\(seq)", field: "explanation", value: .string(String(repeating: "tekst ", count: seq)))])
+            let signed = try SignedCommit.sign(commit, with: identity)
+            prev = signed.hash
+            commits.append((signed.canonicalBytes, signed.signature))
+        }
+        return CommitBundle(header: ["node": .string(identity.id.rawValue), "commits": 50], commits: commits)
+    }
+
+    @Test func roundTripsAndCompresses() throws {
+        let bundle = try sample()
+        let bytes = try bundle.encoded()
+        let raw = bundle.commits.reduce(0) { $0 + $1.body.count + 64 }
+        #expect(bytes.count < raw / 2)
+        let decoded = try CommitBundle(decoding: bytes)
+        #expect(decoded.header == bundle.header)
+        #expect(decoded.commits.map(\.body) == bundle.commits.map(\.body))
+        #expect(decoded.commits.map(\.signature) == bundle.commits.map(\.signature))
+    }
+
+    @Test func truncatedAlteredOrForeignFilesAreRefusedWhole() throws {
+        let bytes = try sample().encoded()
+        for cut in [1, 10, bytes.count / 2] {
+            #expect(throws: BundleError.self) { try CommitBundle(decoding: Array(bytes.dropLast(cut))) }
+        }
+        for position in [CommitBundle.magic.count + 12, bytes.count / 2, bytes.count - 12] {
+            var altered = bytes
+            altered[position] ^= 0x40
+            #expect(throws: BundleError.self) { try CommitBundle(decoding: altered) }
+        }
+        #expect(throws: BundleError.self) { try CommitBundle(decoding: Array("{\"commits\": []}".utf8)) }
+        #expect(throws: BundleError.self) { try CommitBundle(decoding: bytes + [0, 1, 2]) }
+    }
+
+    /// A bundle whose compressed stream is intact but whose content was re-made with a changed
+    /// commit and the old checksum is refused by the SHA-256 trailer.
+    @Test func checksumCoversTheContent() throws {
+        let bundle = try sample()
+        let good = try bundle.encoded()
+        var tampered = bundle
+        tampered.commits[3].body[10] ^= 1
+        let bad = try tampered.encoded()
+        // Splice: the tampered content with the original trailer, recompressed.
+        let goodPayload = try Gzip.decompress(good[CommitBundle.magic.count...], limit: 1 << 26)
+        var badPayload = try Gzip.decompress(bad[CommitBundle.magic.count...], limit: 1 << 26)
+        badPayload.replaceSubrange((badPayload.count - 32)..., with: goodPayload.suffix(32))
+        let spliced = CommitBundle.magic + (try Gzip.compress(badPayload))
+        #expect(throws: BundleError.self) { try CommitBundle(decoding: spliced) }
     }
 }
