@@ -14,7 +14,7 @@ extension LocalAPI {
     /// per partner node, the commits we hold that it lacks by the last vector it told us.
     func connectivityJSON() throws -> JSONValue {
         let now = Replica.wallClockMilliseconds()
-        let up = peers.filter { $0.status.withLock { $0.state == .up } }
+        let up = peers.filter { $0.status.withLock { $0.shownState(now: now) == "up" } }
         let lastInbound = inbound.last.withLock { $0 }
         let lastContact = ([lastInbound] + peers.map { $0.status.withLock { $0.lastContact } }).compactMap { $0 }.max()
         let online = !up.isEmpty || (lastInbound.map { now - min(now, $0) < 60_000 } ?? false)

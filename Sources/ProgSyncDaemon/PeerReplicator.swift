@@ -23,10 +23,17 @@ struct PeerStatus: Sendable {
     var lastPullCompleted: UInt64 = 0
     var pendingPush = 0
 
+    /// A connection that went quiet (a cut cable answers nothing, not even an error) shows as
+    /// `silent` once a long poll should have come back; the request timeout ends it later.
+    func shownState(now: UInt64) -> String {
+        if state == .up, let last = lastContact, now > last + UInt64(PeerReplicator.longPollSeconds + 10) * 1000 { return "silent" }
+        return state.rawValue
+    }
+
     func json(now: UInt64, localLastLSN: Int64) -> JSONValue {
         var o: [String: JSONValue] = [
             "name": .string(name), "node": .string(node.rawValue), "org": .string(org), "address": .string(address),
-            "state": .string(state.rawValue), "lagCommits": .int(max(0, remoteLastLSN - pulled)),
+            "state": .string(shownState(now: now)), "lagCommits": .int(max(0, remoteLastLSN - pulled)),
             "pendingPush": .int(Int64(pendingPush)), "pulled": .int(pulled), "pushed": .int(pushed),
         ]
         o["lastContact"] = lastContact.map { .string(Stamp.iso8601(milliseconds: $0)) } ?? .null
@@ -105,7 +112,7 @@ final class PeerReplicator: Service, Sendable {
                     let cursor = try replica.peerCursor(peer.id).pulled
                     let wait = caughtUp ? Self.longPollSeconds : 0
                     body = try await call(pullClient, "GET", "/v1/peer/commits?since=\(cursor)&limit=\(Self.pullBatch)&wait=\(wait)",
-                                          timeout: .seconds(wait + 30))
+                                          timeout: .seconds(wait + 10))
                 }
                 let commits = try CommitWire.decode(body["commits"] ?? .null, maxCommits: Self.pullBatch)
                 guard let next = body["cursor"]?.intValue else { throw PeerError("peer answered without a cursor") }

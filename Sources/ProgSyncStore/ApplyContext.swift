@@ -36,7 +36,7 @@ struct ApplyContext {
                 throw ReplicaError(.invalid, "record \(w.record) field \(w.field) given twice")
             }
             let frontier = try loadFrontier(record: w.record, field: w.field)
-            let supersedes = resolving ? (frontier?.versions.map(\.ref) ?? []) : (frontier.map { [$0.winner.ref] } ?? [])
+            let supersedes = Self.supersedes(frontier, resolving: resolving, me: me)
             changes.append(Change(record: w.record, field: w.field, value: w.value, supersedes: supersedes))
         }
         var ownerRefs: [String: CommitRef] = [:]
@@ -68,6 +68,17 @@ struct ApplyContext {
         let signed = try SignedCommit.sign(commit, with: replica.identity)
         try accept(signed, org: org)
         return signed
+    }
+
+    /// What a local write replaces. Resolving replaces every competing version. A plain write
+    /// replaces the current value when there is no conflict; in a conflict it replaces only this
+    /// node's own earlier versions, so another party's competing value stays listed until someone
+    /// resolves the conflict on purpose.
+    static func supersedes(_ frontier: FieldFrontier?, resolving: Bool, me: NodeID) -> [CommitRef] {
+        guard let frontier else { return [] }
+        if resolving { return frontier.versions.map(\.ref) }
+        if !frontier.isConflicted { return [frontier.winner.ref] }
+        return frontier.versions.filter { $0.origin == me }.map(\.ref)
     }
 
     // MARK: Remote commits

@@ -336,7 +336,20 @@ extension Replica {
             phase("find")
 
             // 2. The truth: every version of their fields, minus every version some change superseded.
-            struct Versions { var all: [FieldVersion] = []; var superseded: [CommitRef] = [] }
+            // Most fields have one version, kept inline so the million-field case allocates little.
+            struct Versions {
+                var first: FieldVersion
+                var more: [FieldVersion] = []
+                var superseded: [CommitRef] = []
+                var frontier: FieldFrontier? {
+                    if more.isEmpty && superseded.isEmpty { return FieldFrontier(winner: first) }
+                    var seen = Set<CommitRef>()
+                    let gone = Set(superseded)
+                    let alive = ([first] + more).filter { !gone.contains($0.ref) && seen.insert($0.ref).inserted }
+                        .sorted { FieldVersion.wins($0, over: $1) }
+                    return alive.first.map { FieldFrontier(winner: $0, losers: Array(alive.dropFirst())) }
+                }
+            }
             var versions: [FieldKey: Versions] = [:]
             let commits = try Row.fetchCursor(db, sql: "SELECT lsn, body FROM commits WHERE status = 0 ORDER BY lsn")
             while let row = try commits.next() {
@@ -345,23 +358,14 @@ extension Replica {
                 for change in stored.changes where records.contains(change.record) {
                     let version = FieldVersion(value: change.valueBytes, stamp: stored.stamp, origin: stored.ref.origin, seq: stored.ref.seq)
                     let key = FieldKey(record: change.record, field: change.field)
-                    versions[key, default: Versions()].all.append(version)
-                    if !change.supersedes.isEmpty { versions[key]!.superseded += change.supersedes }
+                    if versions[key] == nil {
+                        versions[key] = Versions(first: version, superseded: change.supersedes)
+                    } else {
+                        versions[key]!.more.append(version)
+                        versions[key]!.superseded += change.supersedes
+                    }
                 }
             }
-            var truth: [FieldKey: FieldFrontier] = [:]
-            truth.reserveCapacity(versions.count)
-            for (key, v) in versions {
-                if v.all.count == 1, v.superseded.isEmpty {
-                    truth[key] = FieldFrontier(winner: v.all[0])
-                    continue
-                }
-                var seen = Set<CommitRef>()
-                let gone = Set(v.superseded)
-                let alive = v.all.filter { !gone.contains($0.ref) && seen.insert($0.ref).inserted }.sorted { FieldVersion.wins($0, over: $1) }
-                if let winner = alive.first { truth[key] = FieldFrontier(winner: winner, losers: Array(alive.dropFirst())) }
-            }
-            versions = [:]
             phase("read the log")
 
             // 3. What the tables hold for those records, in one pass each.
@@ -391,12 +395,12 @@ extension Replica {
             phase("read the tables")
 
             // 4. Write back what differs.
-            for key in Set(current.keys).union(truth.keys).union(unreadable) {
+            func repair(_ key: FieldKey, want: FieldFrontier?) throws {
                 var have = current[key]
                 if (have?.losers.count ?? 0) > 1 { have!.losers.sort { FieldVersion.wins($0, over: $1) } }
-                let want = truth[key]
-                guard have != want || unreadable.contains(key) else { continue }
-                if have?.winner != want?.winner || unreadable.contains(key) {
+                let broken = unreadable.contains(key)
+                guard have != want || broken else { return }
+                if have?.winner != want?.winner || broken {
                     report.fieldsRepaired += 1
                     if report.examples.count < 20 { report.examples.append("\(key.record)~\(key.field)") }
                 } else {
@@ -404,7 +408,7 @@ extension Replica {
                 }
                 try db.cachedStatement(sql: "DELETE FROM fields WHERE record = ? AND field = ?").execute(arguments: [key.record, key.field])
                 try db.cachedStatement(sql: "DELETE FROM conflicts WHERE record = ? AND field = ?").execute(arguments: [key.record, key.field])
-                guard let want else { continue }
+                guard let want else { return }
                 for (i, v) in want.versions.enumerated() {
                     try db.cachedStatement(
                         sql: i == 0
@@ -414,6 +418,16 @@ extension Replica {
                                           v.origin.rawValue, Int64(v.seq)])
                 }
             }
+            var truth: [FieldKey: FieldFrontier] = [:]
+            truth.reserveCapacity(versions.count)
+            for (key, v) in versions {
+                let want = v.frontier
+                truth[key] = want
+                try repair(key, want: want)
+            }
+            versions = [:]
+            for key in current.keys where truth[key] == nil { try repair(key, want: nil) }
+            for key in unreadable where truth[key] == nil && current[key] == nil { try repair(key, want: nil) }
             report.examples.sort()
             report.records = records.count
             phase("write")

@@ -35,6 +35,11 @@ struct OpenAPITests {
         Route(method: "GET", path: "/v1/events"),
         Route(method: "GET", path: "/v1/peers"),
         Route(method: "POST", path: "/v1/sync"),
+        Route(method: "GET", path: "/v1/bundle"),
+        Route(method: "POST", path: "/v1/bundle"),
+        Route(method: "POST", path: "/v1/reconcile"),
+        Route(method: "GET", path: "/v1/reconcile/reports"),
+        Route(method: "GET", path: "/v1/reconcile/reports/{id}"),
     ]
 
     /// The path+method pairs of the document's `paths:` section: `  /path:` lines, then

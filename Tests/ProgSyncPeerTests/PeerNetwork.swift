@@ -118,9 +118,18 @@ final class PeerNetwork: @unchecked Sendable {
         (try? String(contentsOfFile: nodes[name]!.folder + "/daemon.log", encoding: .utf8)) ?? ""
     }
 
+    /// Stops a node. A launch prefix that forks instead of exec-ing (faketime) does not pass
+    /// signals on, so its children get the signal first; the wrapper exits with them.
     func stop(_ name: String, signal: Int32 = SIGTERM) {
         guard let process = nodes[name]?.process, process.isRunning else { return }
-        kill(process.processIdentifier, signal)
+        let pid = process.processIdentifier
+        let children = ((try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? "")
+            .split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        for child in children { kill(child, signal) }
+        let deadline = Date().addingTimeInterval(10)
+        while !children.isEmpty, process.isRunning, Date() < deadline { usleep(50_000) }
+        for child in children where process.isRunning { kill(child, SIGKILL) }
+        if process.isRunning { kill(pid, signal) }
         process.waitUntilExit()
         nodes[name]!.process = nil
     }

@@ -159,3 +159,48 @@ import Testing
         #expect(try coord.conflicts(record: "a").isEmpty)
     }
 }
+
+/// What a plain local write replaces while a field is in conflict.
+@Suite struct ConflictWriteTests {
+    let network = TestNetwork(nodes: [("coord", "jenv"), ("pol", "politie")])
+
+    @Test func aPlainWriteReplacesOnlyTheWritersOwnVersionsInAConflict() throws {
+        let coord = try network.replica("coord", inMemory: true)
+        let pol = try network.replica("pol", inMemory: true)
+        try coord.commitLocal(author: "c", writes: [
+            FieldWrite(record: "a", field: "kind", value: "activity"), FieldWrite(record: "a", field: "owner", value: "politie"),
+        ])
+        try pol.apply(try allCommits(coord))
+        try coord.commitLocal(author: "c", writes: [FieldWrite(record: "a", field: "status", value: "delayed")])
+        network.clock.advance(5)
+        try pol.commitLocal(author: "p", writes: [FieldWrite(record: "a", field: "status", value: "completed")])
+        try coord.apply(try allCommits(pol))
+        try pol.apply(try allCommits(coord))
+        func values(_ r: Replica) throws -> [JSONValue] {
+            var out: [JSONValue] = []
+            for c in try r.conflicts(record: "a") {
+                for v in [c.winner] + c.losers { out.append(try JSONParser.parse(v.value)) }
+            }
+            return out
+        }
+        #expect(try values(coord) == ["completed", "delayed"])
+
+        // jenv writes again without resolving: its own earlier value goes, politie's stays listed.
+        network.clock.advance(5)
+        try coord.commitLocal(author: "c", writes: [FieldWrite(record: "a", field: "status", value: "on-track")])
+        try pol.apply(try allCommits(coord))
+        #expect(try values(coord) == ["on-track", "completed"])
+        #expect(try values(pol) == ["on-track", "completed"])
+
+        // Resolving closes it everywhere.
+        try pol.commitLocal(author: "p", writes: [FieldWrite(record: "a", field: "status", value: "completed")], resolving: true)
+        try coord.apply(try allCommits(pol))
+        #expect(try coord.conflicts(record: "a").isEmpty)
+        #expect(try pol.conflicts(record: "a").isEmpty)
+        #expect(try coord.fields(ofRecord: "a")["status"]?.value == "completed")
+
+        // Without a conflict, a plain write replaces the value as usual.
+        try coord.commitLocal(author: "c", writes: [FieldWrite(record: "a", field: "status", value: "delayed")])
+        #expect(try coord.conflicts(record: "a").isEmpty)
+    }
+}
