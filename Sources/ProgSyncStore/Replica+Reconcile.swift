@@ -394,9 +394,11 @@ extension Replica {
             }
             phase("read the tables")
 
-            // 4. Write back what differs.
-            func repair(_ key: FieldKey, want: FieldFrontier?) throws {
-                var have = current[key]
+            // 4. Write back what differs, and collect the digest entries of whole buckets.
+            let hasher = BucketHasher()
+            var batch = EntryBatch()
+            func repair(_ key: FieldKey, have: FieldFrontier?, want: FieldFrontier?) throws {
+                var have = have
                 if (have?.losers.count ?? 0) > 1 { have!.losers.sort { FieldVersion.wins($0, over: $1) } }
                 let broken = unreadable.contains(key)
                 guard have != want || broken else { return }
@@ -418,33 +420,28 @@ extension Replica {
                                           v.origin.rawValue, Int64(v.seq)])
                 }
             }
-            var truth: [FieldKey: FieldFrontier] = [:]
-            truth.reserveCapacity(versions.count)
             for (key, v) in versions {
                 let want = v.frontier
-                truth[key] = want
-                try repair(key, want: want)
-            }
-            versions = [:]
-            for key in current.keys where truth[key] == nil { try repair(key, want: nil) }
-            for key in unreadable where truth[key] == nil && current[key] == nil { try repair(key, want: nil) }
-            report.examples.sort()
-            report.records = records.count
-            phase("write")
-
-            // 5. The digest: whole buckets are summed from the truth; buckets touched only through
-            // `records` are summed from the tables, now repaired.
-            let hasher = BucketHasher()
-            var batch = EntryBatch()
-            for (key, frontier) in truth where buckets.contains(ReplicaDigest.bucket(ofRecord: key.record)) {
-                batch.append(record: key.record, field: key.field, version: frontier.winner, loser: false)
-                for l in frontier.losers { batch.append(record: key.record, field: key.field, version: l, loser: true) }
+                try repair(key, have: current.removeValue(forKey: key), want: want)
+                guard let want, buckets.contains(ReplicaDigest.bucket(ofRecord: key.record)) else { continue }
+                batch.append(record: key.record, field: key.field, version: want.winner, loser: false)
+                for l in want.losers { batch.append(record: key.record, field: key.field, version: l, loser: true) }
                 if batch.ends.count >= 8192 {
                     hasher.add(batch)
                     batch = EntryBatch()
                 }
             }
             hasher.add(batch)
+            // Rows the log does not explain.
+            for (key, have) in current where versions[key] == nil { try repair(key, have: have, want: nil) }
+            for key in unreadable where versions[key] == nil && current[key] == nil { try repair(key, have: nil, want: nil) }
+            versions = [:]
+            report.examples.sort()
+            report.records = records.count
+            phase("write")
+
+            // 5. The digest: whole buckets are summed from the truth (above); buckets touched only
+            // through `records` are summed from the tables, now repaired.
             var sums = hasher.finish()
             let partial = Set(records.map(ReplicaDigest.bucket(ofRecord:))).subtracting(buckets)
             if !partial.isEmpty {

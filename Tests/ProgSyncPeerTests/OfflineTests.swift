@@ -14,15 +14,7 @@ import Glibc
     /// Coordinator, a politie office node, and a politie laptop in the field.
     static let members: [(name: String, org: String)] = [("jenv", "jenv"), ("politie", "politie"), ("veld", "politie")]
 
-    /// An acknowledged write: what a node said it committed.
-    struct Edit {
-        var node: String
-        var record: String
-        var field: String
-        var value: JSONValue
-        var origin: String
-        var seq: Int64
-    }
+    typealias Edit = AckedWrite
 
     static func nowMs() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
 
@@ -90,10 +82,7 @@ import Glibc
                     for i in 0..<count {
                         let (record, field) = pairs[i % pairs.count]
                         let value: JSONValue = field == "status" ? .string(statuses[(i + node.count) % statuses.count]) : .string("\(node) offline \(i)")
-                        let (status, body) = try await net.request(node, "PATCH", "/v1/records/\(record)", .object([field: value]))
-                        guard status == 200, let origin = body["commit"]?["origin"]?.stringValue, let seq = body["commit"]?["seq"]?.intValue
-                        else { throw PeerTestError("\(node) PATCH \(record): \(status) \(body)") }
-                        edits.append(Edit(node: node, record: record, field: field, value: value, origin: origin, seq: seq))
+                        edits.append(try await net.write(node, record, field, value))
                     }
                     return edits
                 }

@@ -17,19 +17,7 @@ import Glibc
 @Suite(.serialized) struct PartitionTests {
     static let members: [(name: String, org: String)] = [("jenv", "jenv"), ("politie", "politie"), ("comensha", "comensha")]
 
-    struct Ack: Hashable {
-        var node: String
-        var record: String
-        var field: String
-        var value: JSONValue
-        var origin: String
-        var seq: Int64
-        var stamp: UInt64
-        /// The merge order of §7: greatest (stamp, origin) wins.
-        func beats(_ other: Ack) -> Bool {
-            stamp != other.stamp ? stamp > other.stamp : other.origin.utf8.lexicographicallyPrecedes(origin.utf8)
-        }
-    }
+    typealias Ack = AckedWrite
 
     /// One partition: how it is made, and which nodes it touches.
     enum Cut: CustomStringConvertible {
@@ -197,11 +185,9 @@ import Glibc
                                 method: "PATCH", url: "http://localhost/v1/records/\(record)",
                                 body: JSONValue.object([field: value]).canonicalBytes))
                             let body = (try? JSONParser.parse(response.body, maxDepth: 64)) ?? .null
-                            if response.status == 200, let o = body["commit"]?["origin"]?.stringValue, let seq = body["commit"]?["seq"]?.intValue,
-                                let stampHex = body["commit"]?["stamp"]?.stringValue, let stamp = UInt64(stampHex, radix: 16)
-                            {
-                                if o != origin { failures.append("\(name) PATCH \(record): commit origin \(o), not \(origin)") }
-                                acks.append(Ack(node: name, record: record, field: field, value: value, origin: o, seq: seq, stamp: stamp))
+                            if let ack = Ack(node: name, record: record, field: field, value: value, status: response.status, answer: body) {
+                                if ack.origin != origin { failures.append("\(name) PATCH \(record): commit origin \(ack.origin), not \(origin)") }
+                                acks.append(ack)
                             } else {
                                 failures.append("\(name) PATCH \(record) \(field): HTTP \(response.status) \(body.canonicalString.prefix(300))")
                             }

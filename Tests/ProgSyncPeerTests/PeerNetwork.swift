@@ -218,6 +218,45 @@ final class PeerNetwork: @unchecked Sendable {
     }
 }
 
+/// A write a node acknowledged: what it said it committed.
+struct AckedWrite: Hashable {
+    var node: String
+    var record: String
+    var field: String
+    var value: JSONValue
+    var origin: String
+    var seq: Int64
+    var stamp: UInt64
+
+    /// The merge order of §7: greatest (stamp, origin) wins.
+    func beats(_ other: AckedWrite) -> Bool {
+        stamp != other.stamp ? stamp > other.stamp : other.origin.utf8.lexicographicallyPrecedes(origin.utf8)
+    }
+
+    /// The write a PATCH answer acknowledges, or nil when the answer is not a 200 with a commit.
+    init?(node: String, record: String, field: String, value: JSONValue, status: Int, answer: JSONValue) {
+        guard status == 200, let origin = answer["commit"]?["origin"]?.stringValue, let seq = answer["commit"]?["seq"]?.intValue,
+            let stamp = answer["commit"]?["stamp"]?.stringValue.flatMap({ UInt64($0, radix: 16) })
+        else { return nil }
+        self.init(node: node, record: record, field: field, value: value, origin: origin, seq: seq, stamp: stamp)
+    }
+
+    init(node: String, record: String, field: String, value: JSONValue, origin: String, seq: Int64, stamp: UInt64) {
+        (self.node, self.record, self.field, self.value, self.origin, self.seq, self.stamp) = (node, record, field, value, origin, seq, stamp)
+    }
+}
+
+extension PeerNetwork {
+    /// PATCHes one field on a node and returns the acknowledged write, or throws with the answer.
+    func write(_ node: String, _ record: String, _ field: String, _ value: JSONValue) async throws -> AckedWrite {
+        let (status, body) = try await request(node, "PATCH", "/v1/records/\(record)", .object([field: value]))
+        guard let ack = AckedWrite(node: node, record: record, field: field, value: value, status: status, answer: body) else {
+            throw PeerTestError("\(node) PATCH \(record): \(status) \(body)")
+        }
+        return ack
+    }
+}
+
 struct PeerTestError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }

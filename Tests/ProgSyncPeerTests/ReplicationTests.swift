@@ -17,14 +17,7 @@ import Glibc
 @Suite(.serialized) struct ReplicationTests {
     static let members: [(name: String, org: String)] = [("jenv", "jenv"), ("politie", "politie"), ("comensha", "comensha")]
 
-    struct Ack: Hashable {
-        var node: String
-        var record: String
-        var field: String
-        var value: JSONValue
-        var origin: String
-        var seq: Int64
-    }
+    typealias Ack = AckedWrite
 
     /// Creates `count` activities owned by `owner` through the coordinator.
     func createRecords(_ net: PeerNetwork, prefix: String, owner: String, count: Int) async throws -> [String] {
@@ -65,10 +58,7 @@ import Glibc
                         let record = records.randomElement(using: &rng)!
                         let field = Bool.random(using: &rng) ? "status" : "explanation"
                         let value: JSONValue = field == "status" ? .string(statuses.randomElement(using: &rng)!) : .string("\(node) \(i)")
-                        let (status, body) = try await net.request(node, "PATCH", "/v1/records/\(record)", .object([field: value]))
-                        guard status == 200, let origin = body["commit"]?["origin"]?.stringValue, let seq = body["commit"]?["seq"]?.intValue
-                        else { throw PeerTestError("\(node) PATCH \(record): \(status) \(body)") }
-                        acks.append(Ack(node: node, record: record, field: field, value: value, origin: origin, seq: seq))
+                        acks.append(try await net.write(node, record, field, value))
                     }
                     return acks
                 }
