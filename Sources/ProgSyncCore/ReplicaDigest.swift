@@ -25,25 +25,25 @@ public enum ReplicaDigest {
     }
 
     public static func entryHash(record: String, field: String, version: FieldVersion) -> BucketSum {
-        // One contiguous buffer and one SHA-256 call: this runs for every merged change.
-        var buffer: [UInt8] = []
-        buffer.reserveCapacity(record.utf8.count + field.utf8.count + version.value.count + 30)
-        buffer.append(contentsOf: record.utf8)
-        buffer.append(0)
-        buffer.append(contentsOf: field.utf8)
-        buffer.append(0)
-        withUnsafeBytes(of: version.stamp.rawValue.bigEndian) { buffer.append(contentsOf: $0) }
-        buffer.append(contentsOf: version.origin.rawValue.utf8)
-        buffer.append(0)
-        buffer.append(contentsOf: version.value)
-        return BucketSum(digest: SHA256.hash(data: buffer))
+        hash(record: record, field: field, version: version, loser: false)
     }
 
     /// A conflict loser counts too, so replicas that list different conflicts differ in digest.
-    /// The trailing 0x01 cannot end a winner's entry: canonical JSON has no raw control bytes.
     public static func loserHash(record: String, field: String, version: FieldVersion) -> BucketSum {
+        hash(record: record, field: field, version: version, loser: true)
+    }
+
+    static func hash(record: String, field: String, version: FieldVersion, loser: Bool) -> BucketSum {
+        // One contiguous buffer and one SHA-256 call: this runs for every merged change.
         var buffer: [UInt8] = []
         buffer.reserveCapacity(record.utf8.count + field.utf8.count + version.value.count + 31)
+        appendEntry(to: &buffer, record: record, field: field, version: version, loser: loser)
+        return BucketSum(digest: SHA256.hash(data: buffer))
+    }
+
+    /// The bytes an entry hashes: record, field, stamp, origin, value. A loser's end in 0x01,
+    /// which cannot end a winner's: canonical JSON has no raw control bytes.
+    public static func appendEntry(to buffer: inout [UInt8], record: String, field: String, version: FieldVersion, loser: Bool) {
         buffer.append(contentsOf: record.utf8)
         buffer.append(0)
         buffer.append(contentsOf: field.utf8)
@@ -52,8 +52,7 @@ public enum ReplicaDigest {
         buffer.append(contentsOf: version.origin.rawValue.utf8)
         buffer.append(0)
         buffer.append(contentsOf: version.value)
-        buffer.append(1)
-        return BucketSum(digest: SHA256.hash(data: buffer))
+        if loser { buffer.append(1) }
     }
 
     public static func innerNodes(_ buckets: [BucketSum]) -> [[UInt8]] {

@@ -87,14 +87,7 @@ struct PeerAPI: Sendable {
 
     /// The entries of the given buckets: `[record, field, stamp, origin, seq, hash, isLoser]`.
     func entries(_ request: Request) async throws -> Response {
-        let buffer: ByteBuffer
-        do { buffer = try await request.body.collect(upTo: 1 << 20) } catch {
-            throw APIError(.contentTooLarge, "too-large", "request larger than 1 MiB")
-        }
-        let body: JSONValue
-        do { body = try JSONParser.parse(Array(buffer.readableBytesView), maxDepth: 4) } catch {
-            throw APIError.badRequest("malformed JSON: \(error)")
-        }
+        let body = try await Self.jsonBody(request, limit: 1 << 20, maxDepth: 4)
         guard let list = body["buckets"]?.arrayValue else { throw APIError.badRequest("buckets must be a list of bucket numbers") }
         var buckets = Set<Int>()
         for item in list {
@@ -141,16 +134,7 @@ struct PeerAPI: Sendable {
     }
 
     func push(_ request: Request) async throws -> Response {
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.body.collect(upTo: limits.maxBodyBytes)
-        } catch {
-            throw APIError(.contentTooLarge, "too-large", "push larger than \(limits.maxBodyBytes) bytes")
-        }
-        let body: JSONValue
-        do { body = try JSONParser.parse(Array(buffer.readableBytesView), maxDepth: 8) } catch {
-            throw APIError.badRequest("malformed JSON: \(error)")
-        }
+        let body = try await Self.jsonBody(request, limit: limits.maxBodyBytes, maxDepth: 8)
         let commits: [SignedCommit]
         do { commits = try CommitWire.decode(body["commits"] ?? .null, maxCommits: limits.maxBatch) } catch {
             throw APIError.badRequest("\(error.description)")
@@ -161,6 +145,16 @@ struct PeerAPI: Sendable {
             logger.warning("peer push: commit refused", metadata: ["commit": "\(r.ref)", "reason": "\(r.reason)", "detail": "\(r.detail)"])
         }
         return JSONResponse.make(PeerAPI.reportJSON(report, vector: replica.versionVector))
+    }
+
+    static func jsonBody(_ request: Request, limit: Int, maxDepth: Int) async throws -> JSONValue {
+        let buffer: ByteBuffer
+        do { buffer = try await request.body.collect(upTo: limit) } catch {
+            throw APIError(.contentTooLarge, "too-large", "request larger than \(limit) bytes")
+        }
+        do { return try JSONParser.parse(Array(buffer.readableBytesView), maxDepth: maxDepth) } catch {
+            throw APIError.badRequest("malformed JSON: \(error)")
+        }
     }
 
     static func reportJSON(_ report: ApplyReport, vector: [NodeID: UInt64]) -> JSONValue {

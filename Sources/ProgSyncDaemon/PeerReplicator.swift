@@ -49,12 +49,11 @@ struct PeerStatus: Sendable {
 /// off with jitter and never blocks other peers or the local API.
 final class PeerReplicator: Service, Sendable {
     let peer: PartnerRegistry.Node
-    let baseURL: String
     let replica: Replica
     let events: EventBroadcaster
     let logger: Logger
-    let pullClient: HTTPClient
-    let pushClient: HTTPClient
+    let pull: PeerConnection
+    let push: PeerConnection
     let status: Mutex<PeerStatus>
     let stopping = Mutex(false)
     static let pullBatch = 5000
@@ -64,7 +63,6 @@ final class PeerReplicator: Service, Sendable {
     init(peer: PartnerRegistry.Node, address: String, tls: HTTPClientConfiguration.TLS?, replica: Replica,
          events: EventBroadcaster, logger: Logger) throws {
         self.peer = peer
-        self.baseURL = address.hasSuffix("/") ? String(address.dropLast()) : address
         self.replica = replica
         self.events = events
         var logger = logger
@@ -72,8 +70,8 @@ final class PeerReplicator: Service, Sendable {
         self.logger = logger
         let config = HTTPClientConfiguration(connectTimeout: .seconds(5), requestTimeout: .seconds(60),
                                              maxResponseBytes: 256 << 20, tls: tls)
-        pullClient = try HTTPClient(configuration: config)
-        pushClient = try HTTPClient(configuration: config)
+        pull = PeerConnection(baseURL: address, client: try HTTPClient(configuration: config))
+        push = PeerConnection(baseURL: address, client: try HTTPClient(configuration: config))
         status = Mutex(PeerStatus(name: peer.name ?? peer.id.rawValue, node: peer.id, org: peer.org, address: address))
     }
 
@@ -90,8 +88,8 @@ final class PeerReplicator: Service, Sendable {
             }
         } onGracefulShutdown: {
             self.stopping.withLock { $0 = true }
-            self.pullClient.shutdown()
-            self.pushClient.shutdown()
+            self.pull.shutdown()
+            self.push.shutdown()
         }
     }
 
@@ -111,16 +109,16 @@ final class PeerReplicator: Service, Sendable {
                 } else {
                     let cursor = try replica.peerCursor(peer.id).pulled
                     let wait = caughtUp ? Self.longPollSeconds : 0
-                    body = try await call(pullClient, "GET", "/v1/peer/commits?since=\(cursor)&limit=\(Self.pullBatch)&wait=\(wait)",
+                    body = try await pull.call("GET", "/v1/peer/commits?since=\(cursor)&limit=\(Self.pullBatch)&wait=\(wait)",
                                           timeout: .seconds(wait + 10))
                 }
                 let commits = try CommitWire.decode(body["commits"] ?? .null, maxCommits: Self.pullBatch)
                 guard let next = body["cursor"]?.intValue else { throw PeerError("peer answered without a cursor") }
                 caughtUp = !(body["more"]?.boolValue ?? false)
                 if !caughtUp {
-                    let client = pullClient
+                    let pull = self.pull
                     prefetched = Task {
-                        try await self.call(client, "GET", "/v1/peer/commits?since=\(next)&limit=\(Self.pullBatch)&wait=0", timeout: .seconds(30))
+                        try await pull.call("GET", "/v1/peer/commits?since=\(next)&limit=\(Self.pullBatch)&wait=0", timeout: .seconds(30))
                     }
                 }
                 let peerID = peer.id
@@ -157,9 +155,9 @@ final class PeerReplicator: Service, Sendable {
         while !isStopping && !Task.isCancelled {
             do {
                 if peerVector == nil {
-                    let hello = try await call(pushClient, "GET", "/v1/peer/hello", timeout: .seconds(15))
+                    let hello = try await push.call("GET", "/v1/peer/hello", timeout: .seconds(15))
                     guard hello["node"]?.stringValue == peer.id.rawValue else {
-                        throw PeerError("the peer at \(baseURL) is node \(hello["node"]?.stringValue ?? "?"), not \(peer.id)")
+                        throw PeerError("the peer at \(push.baseURL) is node \(hello["node"]?.stringValue ?? "?"), not \(peer.id)")
                     }
                     peerVector = Self.vector(hello["versionVector"])
                     try replica.setKnownVector(of: peer.id, peerVector ?? [:])
@@ -177,7 +175,7 @@ final class PeerReplicator: Service, Sendable {
                 if !missing.isEmpty {
                     let wire = JSONValue.array(missing.map { CommitWire.json(body: $0.body, signature: $0.signature) })
                     let body = JSONValue.object(["commits": wire]).canonicalBytes
-                    let answer = try await call(pushClient, "POST", "/v1/peer/commits", body: body, timeout: .seconds(60))
+                    let answer = try await push.call("POST", "/v1/peer/commits", body: body, timeout: .seconds(60))
                     peerVector = Self.vector(answer["versionVector"])
                     try replica.setKnownVector(of: peer.id, peerVector ?? [:])
                 }
@@ -225,18 +223,6 @@ final class PeerReplicator: Service, Sendable {
             }
         }
         try? await Task.sleep(for: backoff.fail(random: Double.random(in: 0...1)))
-    }
-
-    func call(_ client: HTTPClient, _ method: String, _ path: String, body: [UInt8]? = nil, timeout: Duration) async throws -> JSONValue {
-        var request = HTTPClientRequest(method: method, url: baseURL + path, body: body, timeout: timeout)
-        if body != nil { request.addHeader("Content-Type", "application/json") }
-        let response = try await client.send(request)
-        let json = try? JSONParser.parse(response.body, maxDepth: 16)
-        guard response.status == 200, let json else {
-            let message = json?["message"]?.stringValue ?? "HTTP \(response.status)"
-            throw PeerError("\(method) \(path.split(separator: "?").first ?? ""): \(message)")
-        }
-        return json
     }
 }
 

@@ -107,8 +107,7 @@ actor Reconciler {
         do {
             let checkStart = ContinuousClock.now
             var integrity = try replica.checkIntegrity()
-            selfCheck["checkMs"] = .int((ContinuousClock.now - checkStart).components.attoseconds / 1_000_000_000_000_000
-                                        + (ContinuousClock.now - checkStart).components.seconds * 1000)
+            selfCheck["checkMs"] = .int((ContinuousClock.now - checkStart).milliseconds)
             selfCheck["fieldsChecked"] = .int(Int64(integrity.fieldsChecked))
             selfCheck["missingCommits"] = .int(Int64(integrity.missingCommitCount))
             selfCheck["divergedBuckets"] = .int(Int64(integrity.divergedBuckets.count))
@@ -184,7 +183,7 @@ actor Reconciler {
             "node": .string(replica.nodeID.rawValue), "trigger": .string(trigger),
             "started": .string(Stamp.iso8601(milliseconds: started)), "startedMs": .int(Int64(started)),
             "finished": .string(Stamp.iso8601(milliseconds: finished)),
-            "durationMs": .int(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000),
+            "durationMs": .int(elapsed.milliseconds),
             "selfCheck": .object(selfCheck), "peers": .array(outcomes),
             "held": .int(Int64(counts?.held ?? 0)), "rejected": .int(Int64(counts?.rejected ?? 0)),
             "openConflicts": .int(Int64(counts?.conflicts ?? 0)),
@@ -474,4 +473,8 @@ struct NightlyJobs: Service {
     func sleepUntilShutdown() async {
         try? await gracefulSleep(.seconds(86_400 * 365))
     }
+}
+
+extension Duration {
+    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
 }

@@ -258,11 +258,13 @@ extension Replica {
 
     /// The cheap counts (no scan of the fields table): open conflicts, held and rejected commits.
     public func attentionCounts() throws -> (conflicts: Int, held: Int, rejected: Int) {
-        try pool.read { db in
-            (try Int.fetchOne(db, sql: "SELECT count(*) FROM (SELECT DISTINCT record, field FROM conflicts)") ?? 0,
-             try Int.fetchOne(db, sql: "SELECT count(*) FROM held") ?? 0,
-             try Int.fetchOne(db, sql: "SELECT count(*) FROM rejected") ?? 0)
-        }
+        try pool.read { db in try Self.attentionCounts(db) }
+    }
+
+    static func attentionCounts(_ db: Database) throws -> (conflicts: Int, held: Int, rejected: Int) {
+        (try Int.fetchOne(db, sql: "SELECT count(*) FROM (SELECT DISTINCT record, field FROM conflicts)") ?? 0,
+         try Int.fetchOne(db, sql: "SELECT count(*) FROM held") ?? 0,
+         try Int.fetchOne(db, sql: "SELECT count(*) FROM rejected") ?? 0)
     }
 
     public func counts() throws -> Counts {
@@ -272,12 +274,11 @@ extension Replica {
                 let value: String = row[0]
                 byKind[(try? JSONParser.parse(value).stringValue ?? value) ?? value] = row[1]
             }
+            let attention = try Self.attentionCounts(db)
             return Counts(
                 byKind: byKind,
                 deleted: try Int.fetchOne(db, sql: "SELECT count(*) FROM fields WHERE field = 'deleted' AND value = 'true'") ?? 0,
-                conflicts: try Int.fetchOne(db, sql: "SELECT count(*) FROM (SELECT DISTINCT record, field FROM conflicts)") ?? 0,
-                held: try Int.fetchOne(db, sql: "SELECT count(*) FROM held") ?? 0,
-                rejected: try Int.fetchOne(db, sql: "SELECT count(*) FROM rejected") ?? 0,
+                conflicts: attention.conflicts, held: attention.held, rejected: attention.rejected,
                 fields: try Int.fetchOne(db, sql: "SELECT count(*) FROM fields") ?? 0)
         }
     }

@@ -64,18 +64,8 @@ struct EntryBatch: Sendable {
 extension EntryBatch {
     /// The same bytes `ReplicaDigest.entryHash` / `loserHash` hash.
     mutating func append(record: String, field: String, version: FieldVersion, loser: Bool) {
-        let start = bytes.count
-        bytes.append(contentsOf: record.utf8)
-        let end = bytes.count
-        buckets.append(UInt16(bytes.withUnsafeBufferPointer { ReplicaDigest.bucket(ofRecordBytes: UnsafeBufferPointer(rebasing: $0[start..<end])) }))
-        bytes.append(0)
-        bytes.append(contentsOf: field.utf8)
-        bytes.append(0)
-        withUnsafeBytes(of: version.stamp.rawValue.bigEndian) { bytes.append(contentsOf: $0) }
-        bytes.append(contentsOf: version.origin.rawValue.utf8)
-        bytes.append(0)
-        bytes.append(contentsOf: version.value)
-        if loser { bytes.append(1) }
+        buckets.append(UInt16(ReplicaDigest.bucket(ofRecord: record)))
+        ReplicaDigest.appendEntry(to: &bytes, record: record, field: field, version: version, loser: loser)
         ends.append(bytes.count)
     }
 }
