@@ -18,8 +18,16 @@ public struct Stamp: Sendable, Hashable, Comparable, CustomStringConvertible {
 
     /// 16 hex digits: exact, sortable, and safe for JSON clients whose numbers are doubles.
     public var hex: String {
-        let digits = String(rawValue, radix: 16)
-        return String(repeating: "0", count: 16 - digits.count) + digits
+        var out: [UInt8] = []
+        out.reserveCapacity(16)
+        appendHex(to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    public func appendHex(to out: inout [UInt8]) {
+        for shift in stride(from: 60, through: 0, by: -4) {
+            out.append(JSONValue.hexDigits[Int((rawValue >> UInt64(shift)) & 0xF)])
+        }
     }
 
     public init?(hex: String) {
@@ -34,13 +42,21 @@ public struct Stamp: Sendable, Hashable, Comparable, CustomStringConvertible {
     }
 
     public static func iso8601(milliseconds ms: UInt64) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(24)
+        appendISO8601(milliseconds: ms, to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, written as bytes (answers carry one per field version).
+    public static func appendISO8601(milliseconds ms: UInt64, to out: inout [UInt8]) {
         // Civil-from-days (H. Hinnant), so the core needs no Foundation date formatting.
         let seconds = Int64(ms / 1000)
         let millis = Int(ms % 1000)
-        let days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400
+        let days = seconds / 86400
         let secOfDay = Int(seconds - days * 86400)
         let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let era = z / 146_097
         let doe = z - era * 146_097
         let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
         let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
@@ -48,12 +64,23 @@ public struct Stamp: Sendable, Hashable, Comparable, CustomStringConvertible {
         let day = doy - (153 * mp + 2) / 5 + 1
         let month = mp < 10 ? mp + 3 : mp - 9
         let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
-        func pad(_ v: Int, _ n: Int) -> String {
-            let s = String(v)
-            return String(repeating: "0", count: max(0, n - s.count)) + s
+        func digits(_ v: Int, _ width: Int, then separator: UInt8?) {
+            var divisor = 1
+            for _ in 1..<width { divisor *= 10 }
+            while divisor <= v / 10 { divisor *= 10 }
+            while divisor > 0 {
+                out.append(UInt8(ascii: "0") + UInt8(v / divisor % 10))
+                divisor /= 10
+            }
+            if let separator { out.append(separator) }
         }
-        return "\(pad(Int(year), 4))-\(pad(Int(month), 2))-\(pad(Int(day), 2))T\(pad(secOfDay / 3600, 2)):"
-            + "\(pad(secOfDay / 60 % 60, 2)):\(pad(secOfDay % 60, 2)).\(pad(millis, 3))Z"
+        digits(Int(year), 4, then: UInt8(ascii: "-"))
+        digits(Int(month), 2, then: UInt8(ascii: "-"))
+        digits(Int(day), 2, then: UInt8(ascii: "T"))
+        digits(secOfDay / 3600, 2, then: UInt8(ascii: ":"))
+        digits(secOfDay / 60 % 60, 2, then: UInt8(ascii: ":"))
+        digits(secOfDay % 60, 2, then: UInt8(ascii: "."))
+        digits(millis, 3, then: UInt8(ascii: "Z"))
     }
 }
 

@@ -38,7 +38,12 @@ struct APIError: Error, HTTPResponseError {
 
 enum JSONResponse {
     static func make(status: HTTPResponse.Status = .ok, _ value: JSONValue) -> Response {
-        var bytes = value.canonicalBytes
+        make(status: status, bytes: value.canonicalBytes)
+    }
+
+    /// An answer already encoded as canonical JSON; a newline ends it.
+    static func make(status: HTTPResponse.Status = .ok, bytes: [UInt8]) -> Response {
+        var bytes = bytes
         bytes.append(0x0A)
         return Response(
             status: status, headers: [.contentType: "application/json; charset=utf-8"],

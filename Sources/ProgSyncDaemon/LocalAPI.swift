@@ -14,6 +14,7 @@ struct LocalAPI: Sendable {
     let node: NodeFiles.StoredIdentity
     let limits: DaemonConfiguration.Limits
     let events: EventBroadcaster
+    let committer: GroupCommitter
     let peers: [PeerReplicator]
     let reconciler: Reconciler
     let reports: ReconcileReports
@@ -102,50 +103,48 @@ struct LocalAPI: Sendable {
             query.offset = n
         }
         let (ids, total) = try replica.recordIDs(query)
-        let records = try ids.map { try recordJSON($0, fields: replica.fields(ofRecord: $0), withVersions: false) }
-        return JSONResponse.make(.object([
-            "records": .array(records), "total": .int(Int64(total)),
-            "limit": .int(Int64(query.limit)), "offset": .int(Int64(query.offset)),
-        ]))
+        var out = Array(#"{"limit":\#(query.limit),"offset":\#(query.offset),"records":["#.utf8)
+        var first = true
+        for id in ids {
+            // A record deleted for good between the two reads is left out, not an error.
+            guard let document = try recordDocument(id) else { continue }
+            if !first { out.append(UInt8(ascii: ",")) }
+            first = false
+            document.write(into: &out, withVersions: false, org: orgOfOrigin())
+        }
+        out.append(contentsOf: #"],"total":\#(total)}"#.utf8)
+        return JSONResponse.make(bytes: out)
     }
 
     func getRecord(_ id: String) throws -> Response {
-        let fields = try existingFields(id)
-        return JSONResponse.make(try recordJSON(id, fields: fields, withVersions: true))
+        var out: [UInt8] = []
+        out.reserveCapacity(2048)
+        try existingRecord(id).write(into: &out, withVersions: true, org: orgOfOrigin())
+        return JSONResponse.make(bytes: out)
     }
 
     /// The `{id}` path segment, percent-decoded (clients encode ':' and '.' as they like).
     static func pathID(_ context: LocalRequestContext) throws -> String {
         let raw = try context.parameters.require("id")
+        guard raw.utf8.contains(UInt8(ascii: "%")) else { return raw }
         guard let decoded = raw.removingPercentEncoding else { throw APIError.badRequest("invalid percent-encoding in the path") }
         return decoded
     }
 
-    func existingFields(_ id: String) throws -> [String: FieldState] {
-        guard ProgrammeSchema.isValidRecordID(id) else { throw APIError.badRequest("invalid record id: use 1–128 of A-Z a-z 0-9 . _ : -") }
-        let fields = try replica.fields(ofRecord: id)
-        guard !fields.isEmpty else { throw APIError.notFound("no record \(id)") }
-        return fields
+    func recordDocument(_ id: String) throws -> RecordDocument? {
+        RecordDocument(id: id, rows: try replica.storedRows(ofRecord: id))
     }
 
-    func recordJSON(_ id: String, fields: [String: FieldState], withVersions: Bool) throws -> JSONValue {
-        var values: [String: JSONValue] = [:]
-        var versions: [String: JSONValue] = [:]
-        var conflicted: [JSONValue] = []
-        var latest = Stamp.zero
-        let authors = withVersions ? try replica.authors(of: Set(fields.values.map(\.version.ref))) : [:]
-        for (name, state) in fields {
-            if state.value != .null { values[name] = state.value }
-            if !state.losers.isEmpty { conflicted.append(.string(name)) }
-            latest = max(latest, state.version.stamp)
-            if withVersions { versions[name] = versionJSON(state.version, value: nil, author: authors[state.version.ref]) }
-        }
-        var out: [String: JSONValue] = [
-            "id": .string(id), "fields": .object(values), "updated": .string(Stamp.iso8601(milliseconds: latest.milliseconds)),
-        ]
-        if !conflicted.isEmpty { out["conflicts"] = .array(conflicted.sorted { $0.stringValue! < $1.stringValue! }) }
-        if withVersions { out["versions"] = .object(versions) }
-        return .object(out)
+    func existingRecord(_ id: String) throws -> RecordDocument {
+        guard ProgrammeSchema.isValidRecordID(id) else { throw APIError.badRequest("invalid record id: use 1–128 of A-Z a-z 0-9 . _ : -") }
+        guard let document = try recordDocument(id) else { throw APIError.notFound("no record \(id)") }
+        return document
+    }
+
+    /// The org of a version's origin node, from the registry as it is now.
+    func orgOfOrigin() -> (String) -> String? {
+        let registry = replica.registry
+        return { NodeID($0).flatMap(registry.org(of:)) }
     }
 
     func versionJSON(_ version: FieldVersion, value: JSONValue?, author: String?) -> JSONValue {
@@ -159,7 +158,7 @@ struct LocalAPI: Sendable {
     }
 
     func history(_ id: String) throws -> Response {
-        _ = try existingFields(id)
+        _ = try existingRecord(id)
         let entries: [JSONValue] = try replica.history(ofRecord: id).map { stored in
             let c = stored.commit.commit
             return .object([
@@ -270,7 +269,7 @@ struct LocalAPI: Sendable {
         let id = try Self.pathID(context)
         guard ProgrammeSchema.isValidRecordID(id) else { throw APIError.badRequest("invalid record id: use 1–128 of A-Z a-z 0-9 . _ : -") }
         var writes = try fieldWrites(record: id, try await jsonBody(request, limit: limits.maxBodyBytes))
-        let exists = !(try replica.fields(ofRecord: id).isEmpty)
+        let exists = try recordDocument(id) != nil
         if !exists {
             if mustExist { throw APIError.notFound("no record \(id); use PUT to create it") }
             writes = try completeCreation(record: id, writes)
@@ -280,7 +279,7 @@ struct LocalAPI: Sendable {
 
     func deleteRecord(_ context: LocalRequestContext) async throws -> Response {
         let id = try Self.pathID(context)
-        _ = try existingFields(id)
+        _ = try existingRecord(id)
         return try await commit([FieldWrite(record: id, field: "deleted", value: true)], context: context, record: id, created: false)
     }
 
@@ -303,31 +302,39 @@ struct LocalAPI: Sendable {
             throw APIError.badRequest("give {\"pick\": n} or {\"value\": v}")
         }
         let writes = try fieldWrites(record: entry.record, .object([entry.field: value]))
-        let author = await context.author()
-        let commit = try replica.commitLocal(author: author, writes: writes, resolving: true)
-        events.publish(replica: replica)
+        let commit = try await committer.commit(LocalWrite(author: await context.author(), writes: writes, resolving: true))
         return try commitResponse(commit, record: entry.record, created: false)
     }
 
     func commit(_ writes: [FieldWrite], context: LocalRequestContext, record: String, created: Bool) async throws -> Response {
-        let author = await context.author()
-        let commit = try replica.commitLocal(author: author, writes: writes)
-        events.publish(replica: replica)
+        let commit = try await committer.commit(LocalWrite(author: await context.author(), writes: writes))
         return try commitResponse(commit, record: record, created: created)
     }
 
     func commitResponse(_ commit: SignedCommit, record: String, created: Bool) throws -> Response {
         let c = commit.commit
-        return JSONResponse.make(status: created ? .created : .ok, .object([
-            "record": try recordJSON(record, fields: replica.fields(ofRecord: record), withVersions: false),
-            "commit": .object(["origin": .string(c.origin.rawValue), "seq": .int(Int64(c.seq)), "stamp": .string(c.stamp.hex)]),
-            "created": .bool(created),
-        ]))
+        var out = Array(#"{"commit":{"origin":"#.utf8)
+        JSONValue.writeString(c.origin.rawValue, into: &out)
+        out.append(contentsOf: #","seq":\#(c.seq),"stamp":"\#(c.stamp.hex)"},"created":\#(created),"record":"#.utf8)
+        if let document = try recordDocument(record) {
+            document.write(into: &out, withVersions: false, org: orgOfOrigin())
+        } else {
+            out.append(contentsOf: "null".utf8)
+        }
+        out.append(UInt8(ascii: "}"))
+        return JSONResponse.make(status: created ? .created : .ok, bytes: out)
     }
 
     /// All-or-nothing import: validated first, then applied as commits of at most `changesPerCommit`
     /// changes, all in one transaction.
     func importRecords(_ request: Request, _ context: LocalRequestContext) async throws -> Response {
+        let answer = try await applyImport(request, context)
+        // Only now are the parsed body and the built commits freed, so there is memory to hand back.
+        replica.releaseMemory()
+        return JSONResponse.make(answer)
+    }
+
+    func applyImport(_ request: Request, _ context: LocalRequestContext) async throws -> JSONValue {
         let body = try await jsonBody(request, limit: limits.maxImportBytes)
         let list = body["records"]?.arrayValue ?? body.arrayValue
         guard let list else { throw APIError.badRequest("body must be {\"records\": [...]} or an array of records") }
@@ -335,11 +342,10 @@ struct LocalAPI: Sendable {
         let author = await context.author()
         let commits = try replica.commitLocalBatch(author: author, commits: batches)
         events.publish(replica: replica)
-        replica.releaseMemory()
-        return JSONResponse.make(.object([
+        return .object([
             "records": .int(Int64(list.count)), "commits": .int(Int64(commits.count)),
             "changes": .int(Int64(batches.reduce(0) { $0 + $1.count })),
-        ]))
+        ])
     }
 
     static let changesPerCommit = 500

@@ -188,6 +188,7 @@ struct ApplyContext {
                         Data(c.canonicalBytes), Data(c.signature), refused ? 1 : 0])
         let lsn = db.lastInsertedRowID
         report.stored(lsn: lsn)
+        state.lastLSN = max(state.lastLSN, lsn)
         report.restored += 1
         if !refused {
             for record in Set(c.commit.changes.map(\.record)) {
@@ -277,6 +278,7 @@ struct ApplyContext {
         try insert.run()
         let lsn = db.lastInsertedRowID
         report.stored(lsn: lsn)
+        state.lastLSN = max(state.lastLSN, lsn)
         state.heads[commit.origin] = Replica.Head(seq: commit.seq, hash: c.hash)
         dirtyHeads.insert(commit.origin)
         if fromHeld { try unhold(c) }

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import ProgSyncCore
+import Synchronization
 
 /// A field as the replica holds it: the winning version and any conflict losers.
 public struct FieldState: Sendable, Hashable {
@@ -145,7 +146,7 @@ extension Replica {
     }
 
     public var lastLSN: Int64 {
-        get throws { try pool.read { db in try Int64.fetchOne(db, sql: "SELECT max(lsn) FROM commits") ?? 0 } }
+        get throws { state.withLock { $0.lastLSN } }
     }
 
     /// The applied commits that touched a record, oldest first.

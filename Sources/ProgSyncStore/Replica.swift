@@ -33,6 +33,18 @@ public struct ReplicaConfiguration: Sendable {
 }
 
 /// A field change asked for by a local user, before it becomes part of a commit.
+/// One local write request: its fields, its author, and whether it resolves conflicts.
+public struct LocalWrite: Sendable {
+    public var author: String
+    public var writes: [FieldWrite]
+    public var resolving: Bool
+    public init(author: String, writes: [FieldWrite], resolving: Bool = false) {
+        self.author = author
+        self.writes = writes
+        self.resolving = resolving
+    }
+}
+
 public struct FieldWrite: Sendable, Hashable {
     public var record: String
     public var field: String
@@ -113,6 +125,8 @@ public final class Replica: Sendable {
         var buckets: [BucketSum]
         var clock: HybridLogicalClock
         var registry: PartnerRegistry
+        /// The newest arrival in the commit log: the changes feed's end.
+        var lastLSN: Int64
     }
 
     public let configuration: ReplicaConfiguration
@@ -120,6 +134,8 @@ public final class Replica: Sendable {
     public var nodeID: NodeID { configuration.identity.id }
     let pool: any DatabaseWriter
     let state: Mutex<State>
+    /// Plain read connections for record point reads; nil for an in-memory replica.
+    let recordReader: RecordReader?
 
     public static let wallClockMilliseconds: @Sendable () -> UInt64 = {
         var ts = timespec()
@@ -145,6 +161,7 @@ public final class Replica: Sendable {
         pool = configuration.path == ":memory:"
             ? try DatabaseQueue(configuration: config)
             : try DatabasePool(path: configuration.path, configuration: config)
+        recordReader = configuration.path == ":memory:" ? nil : RecordReader(path: configuration.path)
         // GRDB sets synchronous=NORMAL on a pool's writer after prepareDatabase runs; set FULL
         // again on the writer, the only connection that commits.
         try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
@@ -164,7 +181,8 @@ public final class Replica: Sendable {
             let persisted = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'clock'") ?? 0
             let maxStamp = try Int64.fetchOne(db, sql: "SELECT max(stamp) FROM commits") ?? 0
             let clock = HybridLogicalClock(last: Stamp(rawValue: UInt64(bitPattern: max(persisted, maxStamp))))
-            return State(heads: heads, buckets: buckets, clock: clock, registry: configuration.registry)
+            let lastLSN = try Int64.fetchOne(db, sql: "SELECT max(lsn) FROM commits") ?? 0
+            return State(heads: heads, buckets: buckets, clock: clock, registry: configuration.registry, lastLSN: lastLSN)
         }
         state = Mutex(loaded)
     }
@@ -192,6 +210,44 @@ public final class Replica: Sendable {
     /// `resolving` supersedes every competing version of the written fields, closing conflicts.
     @discardableResult
     public func commitLocal(author: String, writes: [FieldWrite], resolving: Bool = false) throws -> SignedCommit {
+        try commitLocalGroup([LocalWrite(author: author, writes: writes, resolving: resolving)])[0].get()
+    }
+
+    /// Several independent local writes, each its own signed commit, in one transaction: one
+    /// fsync for the group (group commit). A write that is refused is rolled back alone and gets
+    /// its error; the others land. If the transaction fails, none lands and all get the error.
+    public func commitLocalGroup(_ group: [LocalWrite]) -> [Result<SignedCommit, any Error>] {
+        var results = group.map { w -> Result<SignedCommit, any Error>? in
+            do { try Self.validateLocal(w.writes) } catch { return .failure(error) }
+            return nil
+        }
+        do {
+            try write { ctx in
+                for i in group.indices where results[i] == nil {
+                    let before = ctx
+                    do {
+                        var signed: SignedCommit?
+                        try ctx.db.inSavepoint {
+                            signed = try ctx.commitLocal(author: group[i].author, writes: group[i].writes, resolving: group[i].resolving)
+                            return .commit
+                        }
+                        results[i] = .success(signed!)
+                    } catch {
+                        ctx = before
+                        results[i] = .failure(error)
+                    }
+                }
+            }
+        } catch {
+            for i in group.indices {
+                if case .failure? = results[i] { continue }
+                results[i] = .failure(error)
+            }
+        }
+        return results.map { $0! }
+    }
+
+    static func validateLocal(_ writes: [FieldWrite]) throws {
         guard !writes.isEmpty else { throw ReplicaError(.invalid, "nothing to change") }
         for w in writes {
             guard ProgrammeSchema.isValidRecordID(w.record) else {
@@ -201,7 +257,6 @@ public final class Replica: Sendable {
                 throw ReplicaError(.invalid, "\(error)")
             }
         }
-        return try write { ctx in try ctx.commitLocal(author: author, writes: writes, resolving: resolving) }
     }
 
     /// Several local commits in one transaction: an import lands whole or not at all, yet each
@@ -285,6 +340,7 @@ public final class Replica: Sendable {
     public func releaseMemory() {
         try? pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA shrink_memory") }
         (pool as? DatabasePool)?.releaseMemory()
+        recordReader?.close()
         #if os(Linux)
         _ = glibcMallocTrim(0)
         #endif
@@ -296,6 +352,7 @@ public final class Replica: Sendable {
     }
 
     public func close() throws {
+        recordReader?.close()
         try pool.close()
     }
 }

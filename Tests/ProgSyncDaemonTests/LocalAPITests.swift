@@ -219,6 +219,37 @@ struct LocalAPITests {
         #expect(cleared.status == 200 && cleared.json["record"]?["fields"]?["due"] == nil, "\(cleared)")
     }
 
+    @Test func concurrentWritesShareCommitsButEachIsItsOwnCommit() async throws {
+        let d = try sharedDaemon()
+        for i in 0..<8 {
+            _ = try await d.request("PUT", "/v1/records/e2e.group.a0\(i)", body: [
+                "kind": "activity", "result": "e2e.group", "number": .int(Int64(i + 1)), "title": "E2E groep",
+            ])
+        }
+        // 48 writes at once: the daemon commits them in groups; a refused one among them stays alone.
+        let replies = try await withThrowingTaskGroup(of: (Int, Reply).self) { group in
+            for n in 0..<48 {
+                group.addTask {
+                    let body: JSONValue = n == 17 ? ["status": "bijna klaar"] : ["explanation": .string("versie \(n)"), "number": .int(Int64(n + 1))]
+                    return (n, try await d.request("PATCH", "/v1/records/e2e.group.a0\(n % 8)", body: body))
+                }
+            }
+            return try await group.reduce(into: [Int: Reply]()) { $0[$1.0] = $1.1 }
+        }
+        #expect(replies[17]?.status == 422, "\(String(describing: replies[17]))")
+        let accepted = replies.filter { $0.key != 17 }
+        #expect(accepted.values.allSatisfy { $0.status == 200 }, "\(accepted.values.filter { $0.status != 200 }.prefix(3))")
+        let seqs = Set(accepted.values.compactMap { $0.json["commit"]?["seq"]?.intValue })
+        #expect(seqs.count == 47, "every acknowledged write is its own commit")
+        // The last write per record wins, by commit order; the answer is canonical JSON.
+        for i in 0..<8 {
+            let mine = accepted.filter { $0.key % 8 == i }.max { ($0.value.json["commit"]?["seq"]?.intValue ?? 0) < ($1.value.json["commit"]?["seq"]?.intValue ?? 0) }!
+            let reply = try await d.request("GET", "/v1/records/e2e.group.a0\(i)")
+            #expect(reply.json["fields"]?["explanation"]?.stringValue == "versie \(mine.key)")
+            #expect(reply.body == reply.json.canonicalBytes + [0x0A], "the record answer is canonical JSON")
+        }
+    }
+
     @Test func deleteHidesFromListButNotFromIncludeDeleted() async throws {
         let d = try sharedDaemon()
         for n in 1...3 {

@@ -1,0 +1,60 @@
+import Dispatch
+import ProgSyncCore
+import ProgSyncStore
+import Synchronization
+
+/// Local writes from concurrent requests share one transaction and one fsync (group commit).
+/// Each request still gets its own signed commit and is answered only once the group is durable;
+/// while one group commits, the next one gathers.
+final class GroupCommitter: Sendable {
+    let replica: Replica
+    let events: EventBroadcaster
+    /// A bound on one group, so one transaction stays short.
+    static let maxGroup = 256
+
+    private struct Waiting {
+        var write: LocalWrite
+        var continuation: CheckedContinuation<SignedCommit, any Error>
+    }
+
+    private struct Queue {
+        var waiting: [Waiting] = []
+        var draining = false
+    }
+
+    private let queue = Mutex(Queue())
+    /// Commits block on fsync: they run on their own queue, never on the cooperative pool.
+    private let writer = DispatchQueue(label: "progsync.group-commit")
+
+    init(replica: Replica, events: EventBroadcaster) {
+        self.replica = replica
+        self.events = events
+    }
+
+    func commit(_ write: LocalWrite) async throws -> SignedCommit {
+        try await withCheckedThrowingContinuation { continuation in
+            let start = queue.withLock { q -> Bool in
+                q.waiting.append(Waiting(write: write, continuation: continuation))
+                guard !q.draining else { return false }
+                q.draining = true
+                return true
+            }
+            if start { writer.async { self.drain() } }
+        }
+    }
+
+    private func drain() {
+        while true {
+            let group = queue.withLock { q -> [Waiting] in
+                let group = Array(q.waiting.prefix(Self.maxGroup))
+                q.waiting.removeFirst(group.count)
+                if group.isEmpty { q.draining = false }
+                return group
+            }
+            if group.isEmpty { return }
+            let results = replica.commitLocalGroup(group.map(\.write))
+            events.publish(replica: replica)
+            for (waiting, result) in zip(group, results) { waiting.continuation.resume(with: result) }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+import ProgSyncCore
+import ProgSyncStore
+
+/// A record's JSON answer written straight from its stored rows. The stored values are canonical
+/// JSON already, so they are copied rather than parsed and re-encoded; keys come out in the
+/// canonical order, so the bytes equal the canonical encoding of the same document.
+struct RecordDocument {
+    let id: String
+    let rows: [StoredFieldRow]
+
+    /// nil when the record does not exist (no winning field).
+    init?(id: String, rows: [StoredFieldRow]) {
+        guard rows.first.map({ !$0.isLoser }) == true else { return nil }
+        self.id = id
+        self.rows = rows
+    }
+
+    /// `{"conflicts"?, "fields", "id", "updated", "versions"?}`; `org` names a version's origin.
+    func write(into out: inout [UInt8], withVersions: Bool, org: (String) -> String?) {
+        let winners = rows.prefix { !$0.isLoser }
+        var conflicted: [String] = []
+        var lastLoser: String?
+        for loser in rows[winners.endIndex...] where loser.field != lastLoser {
+            lastLoser = loser.field
+            if winners.contains(where: { $0.field == loser.field }) { conflicted.append(loser.field) }
+        }
+        out.append(UInt8(ascii: "{"))
+        if !conflicted.isEmpty {
+            out.append(contentsOf: #""conflicts":["#.utf8)
+            for (i, name) in conflicted.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }).enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                JSONValue.writeString(name, into: &out)
+            }
+            out.append(contentsOf: "],".utf8)
+        }
+        out.append(contentsOf: #""fields":{"#.utf8)
+        var first = true
+        var latest = Stamp.zero
+        for row in winners {
+            latest = max(latest, row.stamp)
+            if row.value == Self.null { continue }
+            if !first { out.append(UInt8(ascii: ",")) }
+            first = false
+            JSONValue.writeString(row.field, into: &out)
+            out.append(UInt8(ascii: ":"))
+            out.append(contentsOf: row.value)
+        }
+        out.append(contentsOf: #"},"id":"#.utf8)
+        JSONValue.writeString(id, into: &out)
+        out.append(contentsOf: #","updated":""#.utf8)
+        Stamp.appendISO8601(milliseconds: latest.milliseconds, to: &out)
+        out.append(UInt8(ascii: "\""))
+        if withVersions {
+            out.append(contentsOf: #","versions":{"#.utf8)
+            var lastOrigin: (origin: String, org: String)?
+            for (i, row) in winners.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                JSONValue.writeString(row.field, into: &out)
+                out.append(contentsOf: #":{"author":"#.utf8)
+                JSONValue.writeString(row.author ?? "unknown", into: &out)
+                out.append(contentsOf: #","org":"#.utf8)
+                // A record's versions mostly come from one or two nodes.
+                if lastOrigin?.origin != row.origin { lastOrigin = (row.origin, org(row.origin) ?? "unknown") }
+                JSONValue.writeString(lastOrigin!.org, into: &out)
+                out.append(contentsOf: #","origin":"#.utf8)
+                JSONValue.writeString(row.origin, into: &out)
+                out.append(contentsOf: #","stamp":""#.utf8)
+                row.stamp.appendHex(to: &out)
+                out.append(contentsOf: #"","time":""#.utf8)
+                Stamp.appendISO8601(milliseconds: row.stamp.milliseconds, to: &out)
+                out.append(contentsOf: #""}"#.utf8)
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+        out.append(UInt8(ascii: "}"))
+    }
+
+    static let null = Array("null".utf8)
+}

@@ -1,0 +1,170 @@
+import GRDB
+import GRDBSQLite
+import ProgSyncCore
+import Synchronization
+
+/// One stored version of a record's field, as bytes: the winner (with its commit's author) or a
+/// conflict loser. The value is the canonical JSON the replica holds, so it can be copied into an
+/// answer without parsing.
+public struct StoredFieldRow: Sendable, Hashable {
+    public var field: String
+    public var value: [UInt8]
+    public var stamp: Stamp
+    public var origin: String
+    public var seq: UInt64
+    public var author: String?
+    public var isLoser: Bool
+}
+
+/// Point reads of one record on plain SQLite connections. A GRDB pool read costs a queue hop, a
+/// lock and a BEGIN/COMMIT; one SELECT is already a consistent snapshot, and reading a record is
+/// the local API's hottest path (a GET and every write's answer).
+final class RecordReader: Sendable {
+    /// One connection with its prepared statement; used by one thread at a time.
+    final class Connection: @unchecked Sendable {
+        let db: OpaquePointer
+        let statement: OpaquePointer
+        let authorStatement: OpaquePointer
+
+        init(path: String) throws {
+            var handle: OpaquePointer?
+            let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX
+            guard sqlite3_open_v2(path, &handle, flags, nil) == SQLITE_OK, let handle else {
+                let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+                sqlite3_close_v2(handle)
+                throw ReplicaError(.corrupt, "cannot open \(path) for reading: \(message)")
+            }
+            sqlite3_busy_timeout(handle, 10_000)
+            // A reader never writes; a small page cache keeps an idle daemon small.
+            sqlite3_exec(handle, "PRAGMA query_only = 1; PRAGMA cache_size = -1024", nil, nil, nil)
+            // Winners and losers in one SELECT, so they come from one snapshot. A commit's author
+            // never changes, so it is looked up apart, once per commit rather than per field.
+            let sql = """
+                SELECT 0, field, value, stamp, origin, seq FROM fields WHERE record = ?1
+                UNION ALL
+                SELECT 1, field, value, stamp, origin, seq FROM conflicts WHERE record = ?1
+                """
+            var prepared: OpaquePointer?
+            var preparedAuthor: OpaquePointer?
+            guard sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &prepared, nil) == SQLITE_OK, let prepared,
+                  sqlite3_prepare_v3(handle, "SELECT author FROM commits WHERE origin = ? AND seq = ?", -1,
+                                     UInt32(SQLITE_PREPARE_PERSISTENT), &preparedAuthor, nil) == SQLITE_OK, let preparedAuthor
+            else {
+                let message = String(cString: sqlite3_errmsg(handle))
+                sqlite3_finalize(prepared)
+                sqlite3_close_v2(handle)
+                throw ReplicaError(.corrupt, "cannot prepare the record read: \(message)")
+            }
+            db = handle
+            statement = prepared
+            authorStatement = preparedAuthor
+        }
+
+        func rows(of record: String) throws -> [StoredFieldRow] {
+            var out = try step(statement, binding: { bindText(statement, 1, record) }) { s in
+                StoredFieldRow(
+                    field: text(s, 1), value: bytes(s, 2),
+                    stamp: Stamp(rawValue: UInt64(bitPattern: sqlite3_column_int64(s, 3))),
+                    origin: text(s, 4), seq: UInt64(bitPattern: sqlite3_column_int64(s, 5)),
+                    author: nil, isLoser: sqlite3_column_int(s, 0) != 0)
+            }
+            var known: [(origin: String, seq: UInt64, author: String?)] = []
+            for i in out.indices where !out[i].isLoser {
+                let (origin, seq) = (out[i].origin, out[i].seq)
+                if let hit = known.first(where: { $0.seq == seq && $0.origin == origin }) {
+                    out[i].author = hit.author
+                    continue
+                }
+                out[i].author = try step(authorStatement, binding: {
+                    bindText(authorStatement, 1, origin)
+                    sqlite3_bind_int64(authorStatement, 2, Int64(bitPattern: seq))
+                }) { s in text(s, 0) }.first
+                known.append((origin, seq, out[i].author))
+            }
+            return out
+        }
+
+        private func bindText(_ s: OpaquePointer, _ index: Int32, _ text: String) {
+            var text = text
+            _ = text.withUTF8 { sqlite3_bind_text(s, index, $0.baseAddress, Int32($0.count), Statement.transient) }
+        }
+
+        private func step<T>(_ s: OpaquePointer, binding bind: () -> Void, _ row: (OpaquePointer) -> T) throws -> [T] {
+            defer {
+                sqlite3_reset(s)
+                sqlite3_clear_bindings(s)
+            }
+            bind()
+            var out: [T] = []
+            while true {
+                let rc = sqlite3_step(s)
+                if rc == SQLITE_DONE { return out }
+                guard rc == SQLITE_ROW else { throw ReplicaError(.corrupt, "reading a record: \(String(cString: sqlite3_errmsg(db)))") }
+                out.append(row(s))
+            }
+        }
+
+        private func bytes(_ s: OpaquePointer, _ column: Int32) -> [UInt8] {
+            let count = Int(sqlite3_column_bytes(s, column))
+            guard count > 0, let base = sqlite3_column_text(s, column) else { return [] }
+            return Array(UnsafeBufferPointer(start: base, count: count))
+        }
+
+        private func text(_ s: OpaquePointer, _ column: Int32) -> String {
+            let count = Int(sqlite3_column_bytes(s, column))
+            guard count > 0, let base = sqlite3_column_text(s, column) else { return "" }
+            return String(decoding: UnsafeBufferPointer(start: base, count: count), as: UTF8.self)
+        }
+
+        deinit {
+            sqlite3_finalize(statement)
+            sqlite3_finalize(authorStatement)
+            sqlite3_close_v2(db)
+        }
+    }
+
+    let path: String
+    /// Idle connections; a thread takes one, so there are never more than concurrent readers.
+    private let idle = Mutex<[Connection]>([])
+    private static let keepIdle = 4
+
+    init(path: String) { self.path = path }
+
+    func rows(of record: String) throws -> [StoredFieldRow] {
+        let connection = try idle.withLock { $0.popLast() } ?? Connection(path: path)
+        defer { idle.withLock { if $0.count < Self.keepIdle { $0.append(connection) } } }
+        return try connection.rows(of: record)
+    }
+
+    /// Closes the idle connections (a busy one closes when its reader hands it back and it is dropped).
+    func close() {
+        idle.withLock { $0.removeAll() }
+    }
+}
+
+extension Replica {
+    /// Every stored version of one record's fields, winners sorted by field name first, then
+    /// losers; empty when the record does not exist.
+    public func storedRows(ofRecord record: String) throws -> [StoredFieldRow] {
+        var rows: [StoredFieldRow]
+        if let recordReader {
+            rows = try recordReader.rows(of: record)
+        } else {
+            rows = try pool.read { db in
+                try Row.fetchAll(db, sql: """
+                    SELECT 0, f.field, f.value, f.stamp, f.origin, f.seq, c.author
+                      FROM fields f LEFT JOIN commits c ON c.origin = f.origin AND c.seq = f.seq WHERE f.record = ?1
+                    UNION ALL SELECT 1, field, value, stamp, origin, seq, NULL FROM conflicts WHERE record = ?1
+                    """, arguments: [record]).map { row in
+                    StoredFieldRow(
+                        field: row[1], value: Array((row[2] as String).utf8), stamp: Stamp(rawValue: UInt64(bitPattern: row[3])),
+                        origin: row[4], seq: UInt64(bitPattern: row[5]), author: row[6], isLoser: (row[0] as Int) != 0)
+                }
+            }
+        }
+        rows.sort { a, b in
+            a.isLoser != b.isLoser ? !a.isLoser : a.field.utf8.lexicographicallyPrecedes(b.field.utf8)
+        }
+        return rows
+    }
+}
