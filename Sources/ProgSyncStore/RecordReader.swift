@@ -125,20 +125,36 @@ final class RecordReader: Sendable {
 
     let path: String
     /// Idle connections; a thread takes one, so there are never more than concurrent readers.
-    private let idle = Mutex<[Connection]>([])
+    private let pool = Mutex<(idle: [Connection], closed: Bool)>(([], false))
     private static let keepIdle = 4
 
     init(path: String) { self.path = path }
 
     func rows(of record: String) throws -> [StoredFieldRow] {
-        let connection = try idle.withLock { $0.popLast() } ?? Connection(path: path)
-        defer { idle.withLock { if $0.count < Self.keepIdle { $0.append(connection) } } }
+        let taken = try pool.withLock { p -> Connection? in
+            guard !p.closed else { throw ReplicaError(.corrupt, "the replica is closed") }
+            return p.idle.popLast()
+        }
+        let connection = try taken ?? Connection(path: path)
+        defer {
+            pool.withLock { p in
+                if !p.closed, p.idle.count < Self.keepIdle { p.idle.append(connection) }
+            }
+        }
         return try connection.rows(of: record)
     }
 
-    /// Closes the idle connections (a busy one closes when its reader hands it back and it is dropped).
+    /// Drops the idle connections and their page caches; the next read opens a fresh one.
+    func trim() {
+        _ = pool.withLock { p in p.idle.removeAll() }
+    }
+
+    /// Closes for good: idle connections now, busy ones when their read ends.
     func close() {
-        idle.withLock { $0.removeAll() }
+        pool.withLock { p in
+            p.closed = true
+            p.idle.removeAll()
+        }
     }
 }
 

@@ -340,7 +340,7 @@ public final class Replica: Sendable {
     public func releaseMemory() {
         try? pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA shrink_memory") }
         (pool as? DatabasePool)?.releaseMemory()
-        recordReader?.close()
+        recordReader?.trim()
         #if os(Linux)
         _ = glibcMallocTrim(0)
         #endif
