@@ -105,12 +105,13 @@ struct LocalAPI: Sendable {
         let (ids, total) = try replica.recordIDs(query)
         var out = Array(#"{"limit":\#(query.limit),"offset":\#(query.offset),"records":["#.utf8)
         var first = true
+        let org = orgOfOrigin()
         for id in ids {
             // A record deleted for good between the two reads is left out, not an error.
             guard let document = try recordDocument(id) else { continue }
             if !first { out.append(UInt8(ascii: ",")) }
             first = false
-            document.write(into: &out, withVersions: false, org: orgOfOrigin())
+            document.write(into: &out, withVersions: false, org: org)
         }
         out.append(contentsOf: #"],"total":\#(total)}"#.utf8)
         return JSONResponse.make(bytes: out)
@@ -136,9 +137,13 @@ struct LocalAPI: Sendable {
     }
 
     func existingRecord(_ id: String) throws -> RecordDocument {
-        guard ProgrammeSchema.isValidRecordID(id) else { throw APIError.badRequest("invalid record id: use 1–128 of A-Z a-z 0-9 . _ : -") }
+        try Self.checkRecordID(id)
         guard let document = try recordDocument(id) else { throw APIError.notFound("no record \(id)") }
         return document
+    }
+
+    static func checkRecordID(_ id: String) throws {
+        guard ProgrammeSchema.isValidRecordID(id) else { throw APIError.badRequest("invalid record id: use 1–128 of A-Z a-z 0-9 . _ : -") }
     }
 
     /// The org of a version's origin node, from the registry as it is now.
@@ -267,7 +272,7 @@ struct LocalAPI: Sendable {
 
     func writeRecord(_ request: Request, _ context: LocalRequestContext, mustExist: Bool) async throws -> Response {
         let id = try Self.pathID(context)
-        guard ProgrammeSchema.isValidRecordID(id) else { throw APIError.badRequest("invalid record id: use 1–128 of A-Z a-z 0-9 . _ : -") }
+        try Self.checkRecordID(id)
         var writes = try fieldWrites(record: id, try await jsonBody(request, limit: limits.maxBodyBytes))
         let exists = try recordDocument(id) != nil
         if !exists {

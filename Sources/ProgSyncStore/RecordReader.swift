@@ -37,17 +37,10 @@ final class RecordReader: Sendable {
             sqlite3_busy_timeout(handle, 10_000)
             // A reader never writes; a small page cache keeps an idle daemon small.
             sqlite3_exec(handle, "PRAGMA query_only = 1; PRAGMA cache_size = -1024", nil, nil, nil)
-            // Winners and losers in one SELECT, so they come from one snapshot. A commit's author
-            // never changes, so it is looked up apart, once per commit rather than per field.
-            let sql = """
-                SELECT 0, field, value, stamp, origin, seq FROM fields WHERE record = ?1
-                UNION ALL
-                SELECT 1, field, value, stamp, origin, seq FROM conflicts WHERE record = ?1
-                """
             var prepared: OpaquePointer?
             var preparedAuthor: OpaquePointer?
-            guard sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &prepared, nil) == SQLITE_OK, let prepared,
-                  sqlite3_prepare_v3(handle, "SELECT author FROM commits WHERE origin = ? AND seq = ?", -1,
+            guard sqlite3_prepare_v3(handle, RecordReader.rowsSQL, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &prepared, nil) == SQLITE_OK, let prepared,
+                  sqlite3_prepare_v3(handle, RecordReader.authorSQL, -1,
                                      UInt32(SQLITE_PREPARE_PERSISTENT), &preparedAuthor, nil) == SQLITE_OK, let preparedAuthor
             else {
                 let message = String(cString: sqlite3_errmsg(handle))
@@ -68,18 +61,11 @@ final class RecordReader: Sendable {
                     origin: text(s, 4), seq: UInt64(bitPattern: sqlite3_column_int64(s, 5)),
                     author: nil, isLoser: sqlite3_column_int(s, 0) != 0)
             }
-            var known: [(origin: String, seq: UInt64, author: String?)] = []
-            for i in out.indices where !out[i].isLoser {
-                let (origin, seq) = (out[i].origin, out[i].seq)
-                if let hit = known.first(where: { $0.seq == seq && $0.origin == origin }) {
-                    out[i].author = hit.author
-                    continue
-                }
-                out[i].author = try step(authorStatement, binding: {
+            try RecordReader.fillAuthors(&out) { origin, seq in
+                try step(authorStatement, binding: {
                     bindText(authorStatement, 1, origin)
                     sqlite3_bind_int64(authorStatement, 2, Int64(bitPattern: seq))
                 }) { s in text(s, 0) }.first
-                known.append((origin, seq, out[i].author))
             }
             return out
         }
@@ -120,6 +106,29 @@ final class RecordReader: Sendable {
             sqlite3_finalize(statement)
             sqlite3_finalize(authorStatement)
             sqlite3_close_v2(db)
+        }
+    }
+
+    // Winners and losers in one SELECT, so they come from one snapshot. A commit's author never
+    // changes, so it is looked up apart, once per commit rather than per field.
+    static let rowsSQL = """
+        SELECT 0, field, value, stamp, origin, seq FROM fields WHERE record = ?1
+        UNION ALL
+        SELECT 1, field, value, stamp, origin, seq FROM conflicts WHERE record = ?1
+        """
+    static let authorSQL = "SELECT author FROM commits WHERE origin = ? AND seq = ?"
+
+    /// Sets each winner's author; a record's fields mostly come from one or two commits.
+    static func fillAuthors(_ rows: inout [StoredFieldRow], lookup: (String, UInt64) throws -> String?) rethrows {
+        var known: [(origin: String, seq: UInt64, author: String?)] = []
+        for i in rows.indices where !rows[i].isLoser {
+            let (origin, seq) = (rows[i].origin, rows[i].seq)
+            if let hit = known.first(where: { $0.seq == seq && $0.origin == origin }) {
+                rows[i].author = hit.author
+                continue
+            }
+            rows[i].author = try lookup(origin, seq)
+            known.append((origin, seq, rows[i].author))
         }
     }
 
@@ -167,15 +176,14 @@ extension Replica {
             rows = try recordReader.rows(of: record)
         } else {
             rows = try pool.read { db in
-                try Row.fetchAll(db, sql: """
-                    SELECT 0, f.field, f.value, f.stamp, f.origin, f.seq, c.author
-                      FROM fields f LEFT JOIN commits c ON c.origin = f.origin AND c.seq = f.seq WHERE f.record = ?1
-                    UNION ALL SELECT 1, field, value, stamp, origin, seq, NULL FROM conflicts WHERE record = ?1
-                    """, arguments: [record]).map { row in
+                var rows = try Row.fetchAll(db.cachedStatement(sql: RecordReader.rowsSQL), arguments: [record]).map { row in
                     StoredFieldRow(
                         field: row[1], value: Array((row[2] as String).utf8), stamp: Stamp(rawValue: UInt64(bitPattern: row[3])),
-                        origin: row[4], seq: UInt64(bitPattern: row[5]), author: row[6], isLoser: (row[0] as Int) != 0)
+                        origin: row[4], seq: UInt64(bitPattern: row[5]), author: nil, isLoser: (row[0] as Int) != 0)
                 }
+                let author = try db.cachedStatement(sql: RecordReader.authorSQL)
+                try RecordReader.fillAuthors(&rows) { origin, seq in try String.fetchOne(author, arguments: [origin, Int64(bitPattern: seq)]) }
+                return rows
             }
         }
         rows.sort { a, b in

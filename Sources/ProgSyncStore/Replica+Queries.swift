@@ -165,18 +165,6 @@ extension Replica {
         }
     }
 
-    /// Authors of several commits in one read (a record's versions come from a handful).
-    public func authors(of refs: Set<CommitRef>) throws -> [CommitRef: String] {
-        try pool.read { db in
-            let statement = try db.cachedStatement(sql: "SELECT author FROM commits WHERE origin = ? AND seq = ?")
-            var out: [CommitRef: String] = [:]
-            for ref in refs {
-                out[ref] = try String.fetchOne(statement, arguments: [ref.origin.rawValue, Int64(ref.seq)])
-            }
-            return out
-        }
-    }
-
     /// The author of the commit that wrote a version.
     public func author(of ref: CommitRef) throws -> String? {
         try pool.read { db in

@@ -32,7 +32,6 @@ public struct ReplicaConfiguration: Sendable {
     }
 }
 
-/// A field change asked for by a local user, before it becomes part of a commit.
 /// One local write request: its fields, its author, and whether it resolves conflicts.
 public struct LocalWrite: Sendable {
     public var author: String
@@ -45,6 +44,7 @@ public struct LocalWrite: Sendable {
     }
 }
 
+/// A field change asked for by a local user, before it becomes part of a commit.
 public struct FieldWrite: Sendable, Hashable {
     public var record: String
     public var field: String
@@ -258,7 +258,7 @@ public final class Replica: Sendable {
                 throw ReplicaError(.invalid, "invalid record id \"\(w.record.prefix(140))\": use 1–128 of A-Z a-z 0-9 . _ : -")
             }
             do { try ProgrammeSchema.validate(field: w.field, value: w.value) } catch {
-                throw ReplicaError(.invalid, "\(error)")
+                throw ReplicaError(.invalid, "record \(w.record): \(error)")
             }
         }
     }
@@ -267,14 +267,10 @@ public final class Replica: Sendable {
     /// commit stays bounded in size.
     @discardableResult
     public func commitLocalBatch(author: String, commits: [[FieldWrite]]) throws -> [SignedCommit] {
-        for writes in commits {
-            for w in writes {
-                guard ProgrammeSchema.isValidRecordID(w.record) else { throw ReplicaError(.invalid, "invalid record id \"\(w.record.prefix(140))\"") }
-                do { try ProgrammeSchema.validate(field: w.field, value: w.value) } catch { throw ReplicaError(.invalid, "record \(w.record): \(error)") }
-            }
-        }
+        let commits = commits.filter { !$0.isEmpty }
+        for writes in commits { try Self.validateLocal(writes) }
         return try write { ctx in
-            try commits.filter { !$0.isEmpty }.map { try ctx.commitLocal(author: author, writes: $0, resolving: false) }
+            try commits.map { try ctx.commitLocal(author: author, writes: $0, resolving: false) }
         }
     }
 
