@@ -97,6 +97,9 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
     let socketPath = configuration.socketPath
     let app = Application(
         router: router,
+        server: .http1(configuration: .init(additionalChannelHandlers: [
+            RecordReadFastPath { id in (try? api.recordAnswer(id)) ?? nil },
+        ])),
         configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: nil),
         onServerRunning: { _ in
             chmod(socketPath, 0o660)

@@ -118,10 +118,19 @@ struct LocalAPI: Sendable {
     }
 
     func getRecord(_ id: String) throws -> Response {
+        try Self.checkRecordID(id)
+        guard let body = try recordAnswer(id) else { throw APIError.notFound("no record \(id)") }
+        return JSONResponse.make(bytes: body)
+    }
+
+    /// A record's answer with its versions; nil when it does not exist.
+    /// Also served by `RecordReadFastPath`, so both paths give the same bytes.
+    func recordAnswer(_ id: String) throws -> [UInt8]? {
+        guard let document = try recordDocument(id) else { return nil }
         var out: [UInt8] = []
         out.reserveCapacity(2048)
-        try existingRecord(id).write(into: &out, withVersions: true, org: orgOfOrigin())
-        return JSONResponse.make(bytes: out)
+        document.write(into: &out, withVersions: true, org: orgOfOrigin())
+        return out
     }
 
     /// The `{id}` path segment, percent-decoded (clients encode ':' and '.' as they like).

@@ -40,7 +40,8 @@ struct RecordDocument {
             latest = max(latest, row.stamp)
             // A value is checked, not re-encoded: a row damaged behind the daemon's back must not
             // break the answer (it is left out, as a null is, until reconciliation repairs it).
-            guard let parsed = try? JSONParser.parse(row.value), parsed != .null else { continue }
+            let shown = row.value.withUnsafeBufferPointer { $0.elementsEqual("null".utf8) ? false : JSONParser.isWellFormed($0) }
+            guard shown else { continue }
             if !first { out.append(UInt8(ascii: ",")) }
             first = false
             JSONValue.writeString(row.field, into: &out)
@@ -54,23 +55,31 @@ struct RecordDocument {
         out.append(UInt8(ascii: "\""))
         if withVersions {
             out.append(contentsOf: #","versions":{"#.utf8)
-            var lastOrigin: (origin: String, org: String)?
+            // Fields written by one commit share their version object: write it once per commit.
+            var written: [(origin: String, seq: UInt64, bytes: [UInt8])] = []
             for (i, row) in winners.enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
                 JSONValue.writeString(row.field, into: &out)
-                out.append(contentsOf: #":{"author":"#.utf8)
-                JSONValue.writeString(row.author ?? "unknown", into: &out)
-                out.append(contentsOf: #","org":"#.utf8)
-                // A record's versions mostly come from one or two nodes.
-                if lastOrigin?.origin != row.origin { lastOrigin = (row.origin, org(row.origin) ?? "unknown") }
-                JSONValue.writeString(lastOrigin!.org, into: &out)
-                out.append(contentsOf: #","origin":"#.utf8)
-                JSONValue.writeString(row.origin, into: &out)
-                out.append(contentsOf: #","stamp":""#.utf8)
-                row.stamp.appendHex(to: &out)
-                out.append(contentsOf: #"","time":""#.utf8)
-                Stamp.appendISO8601(milliseconds: row.stamp.milliseconds, to: &out)
-                out.append(contentsOf: #""}"#.utf8)
+                out.append(UInt8(ascii: ":"))
+                if let same = written.first(where: { $0.seq == row.seq && $0.origin == row.origin }) {
+                    out.append(contentsOf: same.bytes)
+                    continue
+                }
+                var version: [UInt8] = []
+                version.reserveCapacity(192)
+                version.append(contentsOf: #"{"author":"#.utf8)
+                JSONValue.writeString(row.author ?? "unknown", into: &version)
+                version.append(contentsOf: #","org":"#.utf8)
+                JSONValue.writeString(org(row.origin) ?? "unknown", into: &version)
+                version.append(contentsOf: #","origin":"#.utf8)
+                JSONValue.writeString(row.origin, into: &version)
+                version.append(contentsOf: #","stamp":""#.utf8)
+                row.stamp.appendHex(to: &version)
+                version.append(contentsOf: #"","time":""#.utf8)
+                Stamp.appendISO8601(milliseconds: row.stamp.milliseconds, to: &version)
+                version.append(contentsOf: #""}"#.utf8)
+                out.append(contentsOf: version)
+                written.append((row.origin, row.seq, version))
             }
             out.append(UInt8(ascii: "}"))
         }

@@ -1,3 +1,4 @@
+import Foundation
 import GRDB
 import GRDBSQLite
 import ProgSyncCore
@@ -53,21 +54,47 @@ final class RecordReader: Sendable {
             authorStatement = preparedAuthor
         }
 
+        /// Authors by commit: a commit never changes its author, so entries never go stale.
+        private var authors: [CommitKey: String] = [:]
+        private static let authorCacheLimit = 16_384
+
+        struct CommitKey: Hashable {
+            var origin: String
+            var seq: UInt64
+        }
+
         func rows(of record: String) throws -> [StoredFieldRow] {
+            // A record's fields mostly come from one node: its id is made into a String once.
+            var origin = ""
             var out = try step(statement, binding: { bindText(statement, 1, record) }) { s in
-                StoredFieldRow(
+                if !equals(s, 4, origin) { origin = text(s, 4) }
+                return StoredFieldRow(
                     field: text(s, 1), value: bytes(s, 2),
                     stamp: Stamp(rawValue: UInt64(bitPattern: sqlite3_column_int64(s, 3))),
-                    origin: text(s, 4), seq: UInt64(bitPattern: sqlite3_column_int64(s, 5)),
+                    origin: origin, seq: UInt64(bitPattern: sqlite3_column_int64(s, 5)),
                     author: nil, isLoser: sqlite3_column_int(s, 0) != 0)
             }
             try RecordReader.fillAuthors(&out) { origin, seq in
-                try step(authorStatement, binding: {
+                let key = CommitKey(origin: origin, seq: seq)
+                if let known = authors[key] { return known }
+                let author = try step(authorStatement, binding: {
                     bindText(authorStatement, 1, origin)
                     sqlite3_bind_int64(authorStatement, 2, Int64(bitPattern: seq))
                 }) { s in text(s, 0) }.first
+                if let author {
+                    if authors.count >= Self.authorCacheLimit { authors.removeAll(keepingCapacity: true) }
+                    authors[key] = author
+                }
+                return author
             }
             return out
+        }
+
+        private func equals(_ s: OpaquePointer, _ column: Int32, _ string: String) -> Bool {
+            let count = Int(sqlite3_column_bytes(s, column))
+            guard count == string.utf8.count, let base = sqlite3_column_text(s, column) else { return false }
+            var string = string
+            return string.withUTF8 { memcmp($0.baseAddress!, base, count) == 0 }
         }
 
         private func bindText(_ s: OpaquePointer, _ index: Int32, _ text: String) {
@@ -82,6 +109,7 @@ final class RecordReader: Sendable {
             }
             bind()
             var out: [T] = []
+            out.reserveCapacity(16)
             while true {
                 let rc = sqlite3_step(s)
                 if rc == SQLITE_DONE { return out }

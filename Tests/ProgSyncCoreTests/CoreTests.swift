@@ -24,6 +24,26 @@ import Testing
     @Test func surrogatePairsDecode() throws {
         #expect(try JSONParser.parse(#""\ud83d\udcc5""#) == "📅")
     }
+
+    /// The check record answers run on stored values: well-formed JSON with UTF-8 strings.
+    @Test func wellFormedCheckMatchesTheGrammar() {
+        func check(_ bytes: [UInt8]) -> Bool { bytes.withUnsafeBufferPointer { JSONParser.isWellFormed($0) } }
+        let good = [
+            #"{"a":"é\n\"✓\"","b":[1,2.5,-0.5e-3,true,false,null],"c":{}}"#, "[]", "0", "-12", #""""#,
+            #""\ud83d\udcc5 \/ \b\f\r\t""#, " [ 1 , { \"k\" : [ ] } ] ", "\"Toelichting bij de stand van zaken\"",
+        ]
+        for text in good {
+            #expect(check(Array(text.utf8)), "\(text)")
+            #expect((try? JSONParser.parse(text)) != nil, "the parser agrees: \(text)")
+        }
+        let bad = ["", "{", "[1,]", "01", "\"\\x\"", "nul", "1 2", "\"\u{01}\"", "{\"a\"}", "{1:2}", "[1}", "\"abc", "1.", "-", "1e"]
+        for text in bad {
+            #expect(!check(Array(text.utf8)), "\(text)")
+            #expect((try? JSONParser.parse(text)) == nil, "the parser agrees: \(text)")
+        }
+        #expect(!check([0x22, 0xFF, 0xFE, 0x22]), "invalid UTF-8 in a string")
+        #expect(!check(Array((String(repeating: "[", count: 65) + String(repeating: "]", count: 65)).utf8)), "too deep")
+    }
 }
 
 @Suite struct ClockTests {
