@@ -18,14 +18,24 @@ public struct StoredFieldRow: Sendable, Hashable {
 }
 
 /// Point reads of one record on plain SQLite connections. A GRDB pool read costs a queue hop, a
-/// lock and a BEGIN/COMMIT; one SELECT is already a consistent snapshot, and reading a record is
-/// the local API's hottest path (a GET and every write's answer).
+/// lock and a BEGIN/COMMIT; reading a record is the local API's hottest path (a GET and every
+/// write's answer).
+///
+/// A connection keeps its read transaction (snapshot) open from one read to the next until the
+/// writer commits: starting a transaction per read costs file locks and a WAL-index check each
+/// time. After every commit, and before the writer acknowledges it, the idle connections end
+/// their snapshots and busy ones end theirs when their read is done, so a read that starts after
+/// a write was acknowledged always sees it, and no old snapshot holds the WAL back.
 final class RecordReader: Sendable {
     /// One connection with its prepared statement; used by one thread at a time.
     final class Connection: @unchecked Sendable {
         let db: OpaquePointer
         let statement: OpaquePointer
         let authorStatement: OpaquePointer
+        let begin: OpaquePointer
+        let commit: OpaquePointer
+        /// The writer's commit generation the open read transaction began in; nil when none is open.
+        private(set) var snapshot: UInt64?
 
         init(path: String) throws {
             var handle: OpaquePointer?
@@ -38,20 +48,41 @@ final class RecordReader: Sendable {
             sqlite3_busy_timeout(handle, 10_000)
             // A reader never writes; a small page cache keeps an idle daemon small.
             sqlite3_exec(handle, "PRAGMA query_only = 1; PRAGMA cache_size = -1024", nil, nil, nil)
-            var prepared: OpaquePointer?
-            var preparedAuthor: OpaquePointer?
-            guard sqlite3_prepare_v3(handle, RecordReader.rowsSQL, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &prepared, nil) == SQLITE_OK, let prepared,
-                  sqlite3_prepare_v3(handle, RecordReader.authorSQL, -1,
-                                     UInt32(SQLITE_PREPARE_PERSISTENT), &preparedAuthor, nil) == SQLITE_OK, let preparedAuthor
-            else {
-                let message = String(cString: sqlite3_errmsg(handle))
-                sqlite3_finalize(prepared)
-                sqlite3_close_v2(handle)
-                throw ReplicaError(.corrupt, "cannot prepare the record read: \(message)")
+            var prepared: [OpaquePointer] = []
+            for sql in [RecordReader.rowsSQL, RecordReader.authorSQL, "BEGIN", "COMMIT"] {
+                var statement: OpaquePointer?
+                guard sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil) == SQLITE_OK,
+                      let statement
+                else {
+                    let message = String(cString: sqlite3_errmsg(handle))
+                    prepared.forEach { sqlite3_finalize($0) }
+                    sqlite3_close_v2(handle)
+                    throw ReplicaError(.corrupt, "cannot prepare the record read: \(message)")
+                }
+                prepared.append(statement)
             }
             db = handle
-            statement = prepared
-            authorStatement = preparedAuthor
+            statement = prepared[0]
+            authorStatement = prepared[1]
+            begin = prepared[2]
+            commit = prepared[3]
+        }
+
+        /// Reads in a snapshot of `generation` or later, beginning one if needed.
+        func ensureSnapshot(_ generation: UInt64) throws {
+            if snapshot == generation { return }
+            endSnapshot()
+            let rc = sqlite3_step(begin)
+            sqlite3_reset(begin)
+            guard rc == SQLITE_DONE else { throw ReplicaError(.corrupt, "beginning a read: \(String(cString: sqlite3_errmsg(db)))") }
+            snapshot = generation
+        }
+
+        func endSnapshot() {
+            guard snapshot != nil else { return }
+            sqlite3_step(commit)
+            sqlite3_reset(commit)
+            snapshot = nil
         }
 
         /// Authors by commit: a commit never changes its author, so entries never go stale.
@@ -131,8 +162,8 @@ final class RecordReader: Sendable {
         }
 
         deinit {
-            sqlite3_finalize(statement)
-            sqlite3_finalize(authorStatement)
+            endSnapshot()
+            for s in [statement, authorStatement, begin, commit] { sqlite3_finalize(s) }
             sqlite3_close_v2(db)
         }
     }
@@ -162,23 +193,40 @@ final class RecordReader: Sendable {
 
     let path: String
     /// Idle connections; a thread takes one, so there are never more than concurrent readers.
-    private let pool = Mutex<(idle: [Connection], closed: Bool)>(([], false))
+    /// `generation` counts the writer's commits.
+    private let pool = Mutex<(idle: [Connection], closed: Bool, generation: UInt64)>(([], false, 0))
     private static let keepIdle = 4
 
     init(path: String) { self.path = path }
 
     func rows(of record: String) throws -> [StoredFieldRow] {
-        let taken = try pool.withLock { p -> Connection? in
+        let (taken, generation) = try pool.withLock { p -> (Connection?, UInt64) in
             guard !p.closed else { throw ReplicaError(.corrupt, "the replica is closed") }
-            return p.idle.popLast()
+            return (p.idle.popLast(), p.generation)
         }
         let connection = try taken ?? Connection(path: path)
         defer {
             pool.withLock { p in
+                // A commit landed while this read ran: its snapshot is old now.
+                if connection.snapshot != p.generation { connection.endSnapshot() }
                 if !p.closed, p.idle.count < Self.keepIdle { p.idle.append(connection) }
             }
         }
-        return try connection.rows(of: record)
+        do {
+            try connection.ensureSnapshot(generation)
+            return try connection.rows(of: record)
+        } catch {
+            connection.endSnapshot()
+            throw error
+        }
+    }
+
+    /// Called on the writer after every commit, before the commit is acknowledged.
+    func writerCommitted() {
+        pool.withLock { p in
+            p.generation &+= 1
+            for connection in p.idle { connection.endSnapshot() }
+        }
     }
 
     /// Drops the idle connections and their page caches; the next read opens a fresh one.

@@ -170,6 +170,11 @@ public final class Replica: Sendable {
         // again on the writer, the only connection that commits.
         try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         try Self.migrator.migrate(pool)
+        if let recordReader {
+            try pool.writeWithoutTransaction { db in
+                db.add(transactionObserver: CommitNotifier(reader: recordReader), extent: .databaseLifetime)
+            }
+        }
         let loaded = try pool.read { db -> State in
             var heads: [NodeID: Head] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT origin, seq, hash FROM heads") {
@@ -355,4 +360,15 @@ public final class Replica: Sendable {
         recordReader?.close()
         try pool.close()
     }
+}
+
+/// Tells the record readers about each commit of the writer, whatever path made it, so that they
+/// drop snapshots from before it.
+final class CommitNotifier: TransactionObserver {
+    let reader: RecordReader
+    init(reader: RecordReader) { self.reader = reader }
+    func observes(eventsOfKind eventKind: DatabaseEventKind) -> Bool { false }
+    func databaseDidChange(with event: DatabaseEvent) {}
+    func databaseDidCommit(_ db: Database) { reader.writerCommitted() }
+    func databaseDidRollback(_ db: Database) {}
 }
