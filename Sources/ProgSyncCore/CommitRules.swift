@@ -51,9 +51,14 @@ public enum CommitRules {
         }
         // Small commits (the usual case) compare pairwise; large ones use a set.
         var seen = Set<FieldKey>(minimumCapacity: commit.changes.count > 32 ? commit.changes.count : 0)
+        var checkedRecord: String?
         for (index, change) in commit.changes.enumerated() {
-            guard ProgrammeSchema.isValidRecordID(change.record) else {
-                return CommitVerdict(.invalid, "invalid record id")
+            // A commit's changes mostly come grouped by record: check each id once in a row.
+            if change.record != checkedRecord {
+                guard ProgrammeSchema.isValidRecordID(change.record) else {
+                    return CommitVerdict(.invalid, "invalid record id")
+                }
+                checkedRecord = change.record
             }
             do {
                 try ProgrammeSchema.validate(field: change.field, value: change.value, canonicalSize: change.valueBytes.count)
@@ -84,25 +89,39 @@ public enum CommitRules {
         ownerSetBy: (CommitRef, String) -> String?
     ) -> CommitVerdict? {
         if registry.isCoordinator(org: org) { return nil }
+        // Most commits change one record: no grouping needed.
+        if let first = commit.changes.first?.record, commit.changes.allSatisfy({ $0.record == first }) {
+            return authorise(commit, record: first, changes: commit.changes[...], org: org, ownerSetBy: ownerSetBy)
+        }
         var records: [String: [Change]] = [:]
         for change in commit.changes { records[change.record, default: []].append(change) }
         for (record, changes) in records.sorted(by: { $0.key < $1.key }) {
-            if let ownerChange = changes.first(where: { $0.field == "owner" }) {
-                guard ownerChange.value.stringValue == org else {
-                    return CommitVerdict(.unauthorised, "org \(org) may not give record \(record) to another owner")
-                }
-                guard ownerChange.supersedes.isEmpty else {
-                    return CommitVerdict(.unauthorised, "org \(org) may not take over record \(record)")
-                }
-                continue  // creating a record it owns
+            if let verdict = authorise(commit, record: record, changes: changes[...], org: org, ownerSetBy: ownerSetBy) {
+                return verdict
             }
-            guard let ref = commit.ownerRefs[record] else {
-                return CommitVerdict(.unauthorised, "org \(org) changed record \(record) without owning it")
+        }
+        return nil
+    }
+
+    /// One record's changes in a commit by a non-coordinator org.
+    static func authorise(
+        _ commit: Commit, record: String, changes: ArraySlice<Change>, org: String, ownerSetBy: (CommitRef, String) -> String?
+    ) -> CommitVerdict? {
+        if let ownerChange = changes.first(where: { $0.field == "owner" }) {
+            guard ownerChange.value.stringValue == org else {
+                return CommitVerdict(.unauthorised, "org \(org) may not give record \(record) to another owner")
             }
-            let owner = ref == commit.ref ? nil : ownerSetBy(ref, record)
-            guard owner == org else {
-                return CommitVerdict(.unauthorised, "org \(org) is not the owner of record \(record) (owner per \(ref): \(owner ?? "none"))")
+            guard ownerChange.supersedes.isEmpty else {
+                return CommitVerdict(.unauthorised, "org \(org) may not take over record \(record)")
             }
+            return nil  // creating a record it owns
+        }
+        guard let ref = commit.ownerRefs[record] else {
+            return CommitVerdict(.unauthorised, "org \(org) changed record \(record) without owning it")
+        }
+        let owner = ref == commit.ref ? nil : ownerSetBy(ref, record)
+        guard owner == org else {
+            return CommitVerdict(.unauthorised, "org \(org) is not the owner of record \(record) (owner per \(ref): \(owner ?? "none"))")
         }
         return nil
     }

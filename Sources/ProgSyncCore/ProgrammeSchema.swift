@@ -136,7 +136,7 @@ public enum ProgrammeSchema {
                 throw SchemaError(field: field, message: "must be a whole number from 1 to 9999")
             }
         case "title":
-            guard let s = value.stringValue, !s.trimmingSpaces.isEmpty, s.utf8.count <= 1000 else {
+            guard let s = value.stringValue, s.contains(where: { !$0.isWhitespace }), s.utf8.count <= 1000 else {
                 throw SchemaError(field: field, message: "must be a non-empty string of at most 1000 bytes")
             }
         case "theme", "explanation":
@@ -173,13 +173,17 @@ public enum ProgrammeSchema {
     }
 
     static func isISODate(_ s: String) -> Bool {
-        let b = Array(s.utf8)
-        guard b.count == 10, b[4] == UInt8(ascii: "-"), b[7] == UInt8(ascii: "-") else { return false }
-        let digits = [0, 1, 2, 3, 5, 6, 8, 9]
-        guard digits.allSatisfy({ b[$0] >= 0x30 && b[$0] <= 0x39 }) else { return false }
-        let month = Int(s.dropFirst(5).prefix(2))!
-        let day = Int(s.dropFirst(8).prefix(2))!
-        return (1...12).contains(month) && (1...31).contains(day)
+        // On the bytes: this runs for every `due` change merged.
+        var s = s
+        return s.withUTF8 { b in
+            guard b.count == 10, b[4] == UInt8(ascii: "-"), b[7] == UInt8(ascii: "-") else { return false }
+            for i in 0..<10 where i != 4 && i != 7 {
+                guard b[i] >= 0x30 && b[i] <= 0x39 else { return false }
+            }
+            let month = Int(b[5] - 0x30) * 10 + Int(b[6] - 0x30)
+            let day = Int(b[8] - 0x30) * 10 + Int(b[9] - 0x30)
+            return (1...12).contains(month) && (1...31).contains(day)
+        }
     }
 }
 

@@ -34,8 +34,14 @@ public enum ReplicaDigest {
     }
 
     static func hash(record: String, field: String, version: FieldVersion, loser: Bool) -> BucketSum {
-        // One contiguous buffer and one SHA-256 call: this runs for every merged change.
         var buffer: [UInt8] = []
+        return hash(record: record, field: field, version: version, loser: loser, scratch: &buffer)
+    }
+
+    /// One contiguous buffer and one SHA-256 call: this runs for every merged change, so the
+    /// merge path passes one scratch buffer for all of them.
+    public static func hash(record: String, field: String, version: FieldVersion, loser: Bool, scratch buffer: inout [UInt8]) -> BucketSum {
+        buffer.removeAll(keepingCapacity: true)
         buffer.reserveCapacity(record.utf8.count + field.utf8.count + version.value.count + 31)
         appendEntry(to: &buffer, record: record, field: field, version: version, loser: loser)
         return BucketSum(digest: SHA256.hash(data: buffer))

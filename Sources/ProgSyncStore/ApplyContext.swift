@@ -10,11 +10,16 @@ struct ApplyContext {
     let replica: Replica
     var state: Replica.State
     var report = ApplyReport()
-    var dirtyBuckets = Set<Int>()
+    /// Digest leaves to write back: a bit per bucket, as every merged change marks one.
+    var dirtyBuckets = [UInt64](repeating: 0, count: ReplicaDigest.bucketCount / 64)
     var dirtyHeads = Set<NodeID>()
     var clockMoved = false
     var releasedFromClockGuard = Set<[UInt8]>()
     var ownerCache: [CommitRef: Commit] = [:]
+    /// The apply path's statements, looked up once per transaction: GRDB's statement cache
+    /// hashes the SQL text on every lookup, and these run for every commit.
+    private var hotStatements = [Statement?](repeating: nil, count: HotStatement.count)
+    private var digestScratch: [UInt8] = []
     var registry: PartnerRegistry { state.registry }
     var now: UInt64 { replica.configuration.now() }
 
@@ -265,8 +270,7 @@ struct ApplyContext {
                 ownerSetBy(ref, record: record)
             }
         }
-        let insert = try db.cachedStatement(
-            sql: "INSERT INTO commits (origin, seq, stamp, author, hash, body, sig, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        let insert = try hot(.insertCommit)
         insert.bind(1, commit.origin.rawValue)
         insert.bind(2, Int64(commit.seq))
         insert.bind(3, Int64(bitPattern: commit.stamp.rawValue))
@@ -294,7 +298,7 @@ struct ApplyContext {
             return
         }
         report.applied += 1
-        let touch = try db.cachedStatement(sql: "INSERT OR IGNORE INTO record_commits (record, lsn) VALUES (?, ?)")
+        let touch = try hot(.touchRecord)
         let changes = commit.changes
         var start = 0
         while start < changes.count {
@@ -307,44 +311,84 @@ struct ApplyContext {
             let versions = changes[start..<end].map {
                 FieldVersion(value: $0.valueBytes, stamp: commit.stamp, origin: commit.origin, seq: commit.seq)
             }
-            if try isNewRecord(record) {
-                try insertNewFields(record: record, changes: changes[start..<end], versions: versions)
-            } else {
-                for (change, version) in zip(changes[start..<end], versions) {
-                    try merge(record: record, field: change.field, version: version, supersedes: change.supersedes)
-                }
-            }
+            try insertOrMerge(record: record, changes: changes[start..<end], versions: versions)
             start = end
         }
         report.changesMerged += changes.count
     }
 
-    func isNewRecord(_ record: String) throws -> Bool {
-        try Row.fetchOne(try db.cachedStatement(sql: "SELECT 1 FROM fields WHERE record = ? LIMIT 1"), arguments: [record]) == nil
+    enum HotStatement {
+        case insertCommit, touchRecord
+        /// n rows into `fields`, skipping rows that exist (1...16).
+        case insertFields(Int)
+
+        static let count = 2 + 16
+        var index: Int {
+            switch self {
+            case .insertCommit: 0
+            case .touchRecord: 1
+            case .insertFields(let n): 1 + n
+            }
+        }
+        var sql: String {
+            switch self {
+            case .insertCommit:
+                "INSERT INTO commits (origin, seq, stamp, author, hash, body, sig, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            case .touchRecord:
+                "INSERT OR IGNORE INTO record_commits (record, lsn) VALUES (?, ?)"
+            case .insertFields(let n):
+                "INSERT INTO fields (record, field, value, stamp, origin, seq) VALUES "
+                    + Array(repeating: "(?, ?, ?, ?, ?, ?)", count: n).joined(separator: ", ") + " ON CONFLICT DO NOTHING"
+            }
+        }
     }
 
-    /// A record this replica has never seen: its fields need no merge, only a multi-row insert.
-    mutating func insertNewFields(record: String, changes: ArraySlice<Change>, versions: [FieldVersion]) throws {
-        let bucket = ReplicaDigest.bucket(ofRecord: record)
+    mutating func hot(_ statement: HotStatement) throws -> Statement {
+        if let known = hotStatements[statement.index] { return known }
+        let prepared = try db.cachedStatement(sql: statement.sql)
+        hotStatements[statement.index] = prepared
+        return prepared
+    }
+
+    /// One record's changes from one commit. Most are fields this replica has never seen, so
+    /// they go in with one multi-row insert that skips existing rows; only when a row already
+    /// existed do the record's fields go through the merge rule one by one.
+    mutating func insertOrMerge(record: String, changes: ArraySlice<Change>, versions: [FieldVersion]) throws {
         for chunk in stride(from: 0, to: versions.count, by: 16) {
             let n = min(16, versions.count - chunk)
-            let placeholders = Array(repeating: "(?, ?, ?, ?, ?, ?)", count: n).joined(separator: ", ")
-            let statement = try db.cachedStatement(
-                sql: "INSERT INTO fields (record, field, value, stamp, origin, seq) VALUES \(placeholders)")
+            let statement = try hot(.insertFields(n))
             var column: Int32 = 1
             for k in chunk..<(chunk + n) {
-                let change = changes[changes.startIndex + k]
                 let version = versions[k]
                 statement.bind(column, record)
-                statement.bind(column + 1, change.field)
+                statement.bind(column + 1, changes[changes.startIndex + k].field)
                 statement.bind(column + 2, text: version.value)
                 statement.bind(column + 3, Int64(bitPattern: version.stamp.rawValue))
                 statement.bind(column + 4, version.origin.rawValue)
                 statement.bind(column + 5, Int64(version.seq))
                 column += 6
-                addToBucket(bucket, ReplicaDigest.entryHash(record: record, field: change.field, version: version))
             }
             try statement.run()
+            let bucket = ReplicaDigest.bucket(ofRecord: record)
+            if db.changesCount == n {
+                for k in chunk..<(chunk + n) {
+                    addToBucket(bucket, entryHash(record: record, field: changes[changes.startIndex + k].field, version: versions[k]))
+                }
+                continue
+            }
+            // Some fields existed. A row holding exactly this version was inserted just now: the
+            // commits table's unique (origin, seq) means no earlier row can hold it. Any other
+            // goes through the merge rule.
+            for k in chunk..<(chunk + n) {
+                let change = changes[changes.startIndex + k]
+                let version = versions[k]
+                if let frontier = try loadFrontier(record: record, field: change.field), frontier.losers.isEmpty,
+                   frontier.winner == version {
+                    addToBucket(bucket, entryHash(record: record, field: change.field, version: version))
+                } else {
+                    try merge(record: record, field: change.field, version: version, supersedes: change.supersedes)
+                }
+            }
         }
     }
 
@@ -360,8 +404,7 @@ struct ApplyContext {
 
     mutating func merge(record: String, field: String, version: FieldVersion, supersedes: [CommitRef]) throws {
         // Fast path: a field nobody wrote before has no frontier to merge with.
-        let insert = try db.cachedStatement(
-            sql: "INSERT INTO fields (record, field, value, stamp, origin, seq) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+        let insert = try hot(.insertFields(1))
         insert.bind(1, record)
         insert.bind(2, field)
         insert.bind(3, text: version.value)
@@ -371,7 +414,7 @@ struct ApplyContext {
         try insert.run()
         let bucket = ReplicaDigest.bucket(ofRecord: record)
         if db.changesCount == 1 {
-            addToBucket(bucket, ReplicaDigest.entryHash(record: record, field: field, version: version))
+            addToBucket(bucket, entryHash(record: record, field: field, version: version))
             return
         }
         guard let old = try loadFrontier(record: record, field: field) else {
@@ -387,18 +430,18 @@ struct ApplyContext {
                 new.winner.origin.rawValue, Int64(new.winner.seq), record, field,
             ])
             try update.execute()
-            addToBucket(bucket, ReplicaDigest.entryHash(record: record, field: field, version: new.winner)
-                - ReplicaDigest.entryHash(record: record, field: field, version: old.winner))
+            addToBucket(bucket, entryHash(record: record, field: field, version: new.winner)
+                - entryHash(record: record, field: field, version: old.winner))
         }
         let oldLosers = Set(old.losers)
         let newLosers = Set(new.losers)
         for gone in oldLosers.subtracting(newLosers) {
-            addToBucket(bucket, -ReplicaDigest.loserHash(record: record, field: field, version: gone))
+            addToBucket(bucket, -loserHash(record: record, field: field, version: gone))
             try db.cachedStatement(sql: "DELETE FROM conflicts WHERE record = ? AND field = ? AND origin = ? AND seq = ?")
                 .execute(arguments: [record, field, gone.origin.rawValue, Int64(gone.seq)])
         }
         for added in newLosers.subtracting(oldLosers) {
-            addToBucket(bucket, ReplicaDigest.loserHash(record: record, field: field, version: added))
+            addToBucket(bucket, loserHash(record: record, field: field, version: added))
             try db.cachedStatement(sql: "INSERT INTO conflicts (record, field, origin, seq, stamp, value) VALUES (?, ?, ?, ?, ?, ?)")
                 .execute(arguments: [
                     record, field, added.origin.rawValue, Int64(added.seq), Int64(bitPattern: added.stamp.rawValue),
@@ -422,9 +465,21 @@ struct ApplyContext {
         return FieldFrontier(winner: winner, losers: losers)
     }
 
+    mutating func entryHash(record: String, field: String, version: FieldVersion) -> BucketSum {
+        ReplicaDigest.hash(record: record, field: field, version: version, loser: false, scratch: &digestScratch)
+    }
+
+    mutating func loserHash(record: String, field: String, version: FieldVersion) -> BucketSum {
+        ReplicaDigest.hash(record: record, field: field, version: version, loser: true, scratch: &digestScratch)
+    }
+
     mutating func addToBucket(_ bucket: Int, _ delta: BucketSum) {
         state.buckets[bucket] = state.buckets[bucket] + delta
-        dirtyBuckets.insert(bucket)
+        markDirty(bucket)
+    }
+
+    mutating func markDirty(_ bucket: Int) {
+        dirtyBuckets[bucket >> 6] |= 1 << UInt64(bucket & 63)
     }
 
     // MARK: Held and refused
@@ -500,11 +555,14 @@ struct ApplyContext {
     // MARK: Bookkeeping
 
     mutating func flush() throws {
-        if !dirtyBuckets.isEmpty {
+        if dirtyBuckets.contains(where: { $0 != 0 }) {
             let statement = try db.cachedStatement(sql: "INSERT OR REPLACE INTO digest_buckets (bucket, sum) VALUES (?, ?)")
-            for b in dirtyBuckets {
-                statement.setUncheckedArguments([b, Data(state.buckets[b].bytes)])
-                try statement.execute()
+            for (word, bits) in dirtyBuckets.enumerated() where bits != 0 {
+                for bit in 0..<64 where bits & (1 << UInt64(bit)) != 0 {
+                    let b = word << 6 | bit
+                    statement.setUncheckedArguments([b, Data(state.buckets[b].bytes)])
+                    try statement.execute()
+                }
             }
         }
         if !dirtyHeads.isEmpty {

@@ -440,7 +440,7 @@ extension Replica {
             }
             for bucket in buckets.union(partial) where ctx.state.buckets[bucket] != sums[bucket] {
                 ctx.state.buckets[bucket] = sums[bucket]
-                ctx.dirtyBuckets.insert(bucket)
+                ctx.markDirty(bucket)
             }
             phase("digest")
             return report
