@@ -37,6 +37,8 @@ struct APIError: Error, HTTPResponseError {
 }
 
 enum JSONResponse {
+    static let contentType = "application/json; charset=utf-8"
+
     static func make(status: HTTPResponse.Status = .ok, _ value: JSONValue) -> Response {
         make(status: status, bytes: value.canonicalBytes)
     }
@@ -46,7 +48,7 @@ enum JSONResponse {
         var bytes = bytes
         bytes.append(0x0A)
         return Response(
-            status: status, headers: [.contentType: "application/json; charset=utf-8"],
+            status: status, headers: [.contentType: contentType],
             body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 }

@@ -118,15 +118,17 @@ struct LocalAPI: Sendable {
     }
 
     func getRecord(_ id: String) throws -> Response {
-        try Self.checkRecordID(id)
-        guard let body = try recordAnswer(id) else { throw APIError.notFound("no record \(id)") }
-        return JSONResponse.make(bytes: body)
+        JSONResponse.make(bytes: answer(try existingRecord(id)))
     }
 
-    /// A record's answer with its versions; nil when it does not exist.
-    /// Also served by `RecordReadFastPath`, so both paths give the same bytes.
+    /// A record's answer for `RecordReadFastPath`; nil when it does not exist. The same bytes
+    /// as `getRecord`'s.
     func recordAnswer(_ id: String) throws -> [UInt8]? {
-        guard let document = try recordDocument(id) else { return nil }
+        try recordDocument(id).map(answer)
+    }
+
+    /// A record with its versions, as `GET /v1/records/{id}` answers it.
+    private func answer(_ document: RecordDocument) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(2048)
         document.write(into: &out, withVersions: true, org: orgOfOrigin())

@@ -11,7 +11,7 @@ import Synchronization
 /// cost more than that, and this is the local API's hottest route.
 ///
 /// The router stays the one place for everything else: other routes, a query string, a body,
-/// `Connection: close`, an id that needs decoding, a missing record and every error are passed
+/// a `Connection` header, an id that needs decoding, a missing record and every error are passed
 /// on unchanged, so their answers (and error shapes) come from the same code as before.
 /// Answers stay in request order: the fast path is taken only while the router owes this
 /// connection no answer.
@@ -48,15 +48,12 @@ final class RecordReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             passHeld(context: context)
             context.fireChannelRead(data)
         case .end:
-            if let (request, id) = held {
+            if let (_, id) = held, let body = answer(id) {
                 held = nil
-                if let body = answer(id) {
-                    respond(context: context, body: body)
-                    return
-                }
-                owed += 1
-                context.fireChannelRead(wrapInboundOut(.head(request)))
+                respond(context: context, body: body)
+                return
             }
+            passHeld(context: context)
             context.fireChannelRead(data)
         }
     }
@@ -87,7 +84,7 @@ final class RecordReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         buffer.writeBytes(body)
         buffer.writeInteger(UInt8(0x0A))
         let head = HTTPResponse(status: .ok, headerFields: [
-            .contentType: "application/json; charset=utf-8",
+            .contentType: JSONResponse.contentType,
             .contentLength: String(buffer.readableBytes),
             .date: HTTPDate.now(),
         ])

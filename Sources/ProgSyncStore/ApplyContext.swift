@@ -354,6 +354,7 @@ struct ApplyContext {
     /// they go in with one multi-row insert that skips existing rows; only when a row already
     /// existed do the record's fields go through the merge rule one by one.
     mutating func insertOrMerge(record: String, changes: ArraySlice<Change>, versions: [FieldVersion]) throws {
+        let bucket = ReplicaDigest.bucket(ofRecord: record)
         for chunk in stride(from: 0, to: versions.count, by: 16) {
             let n = min(16, versions.count - chunk)
             let statement = try hot(.insertFields(n))
@@ -369,7 +370,6 @@ struct ApplyContext {
                 column += 6
             }
             try statement.run()
-            let bucket = ReplicaDigest.bucket(ofRecord: record)
             if db.changesCount == n {
                 for k in chunk..<(chunk + n) {
                     addToBucket(bucket, entryHash(record: record, field: changes[changes.startIndex + k].field, version: versions[k]))
@@ -378,15 +378,17 @@ struct ApplyContext {
             }
             // Some fields existed. A row holding exactly this version was inserted just now: the
             // commits table's unique (origin, seq) means no earlier row can hold it. Any other
-            // goes through the merge rule.
+            // goes through the merge rule with the frontier just read.
             for k in chunk..<(chunk + n) {
                 let change = changes[changes.startIndex + k]
                 let version = versions[k]
-                if let frontier = try loadFrontier(record: record, field: change.field), frontier.losers.isEmpty,
-                   frontier.winner == version {
+                guard let frontier = try loadFrontier(record: record, field: change.field) else {
+                    throw ReplicaError(.corrupt, "field row vanished during merge")
+                }
+                if frontier.losers.isEmpty, frontier.winner == version {
                     addToBucket(bucket, entryHash(record: record, field: change.field, version: version))
                 } else {
-                    try merge(record: record, field: change.field, version: version, supersedes: change.supersedes)
+                    try merge(record: record, field: change.field, version: version, supersedes: change.supersedes, into: frontier)
                 }
             }
         }
@@ -402,24 +404,9 @@ struct ApplyContext {
 
     // MARK: Merging
 
-    mutating func merge(record: String, field: String, version: FieldVersion, supersedes: [CommitRef]) throws {
-        // Fast path: a field nobody wrote before has no frontier to merge with.
-        let insert = try hot(.insertFields(1))
-        insert.bind(1, record)
-        insert.bind(2, field)
-        insert.bind(3, text: version.value)
-        insert.bind(4, Int64(bitPattern: version.stamp.rawValue))
-        insert.bind(5, version.origin.rawValue)
-        insert.bind(6, Int64(version.seq))
-        try insert.run()
+    /// Merges a version into a field that already has a frontier (`old`, as stored).
+    mutating func merge(record: String, field: String, version: FieldVersion, supersedes: [CommitRef], into old: FieldFrontier) throws {
         let bucket = ReplicaDigest.bucket(ofRecord: record)
-        if db.changesCount == 1 {
-            addToBucket(bucket, entryHash(record: record, field: field, version: version))
-            return
-        }
-        guard let old = try loadFrontier(record: record, field: field) else {
-            throw ReplicaError(.corrupt, "field row vanished during merge")
-        }
         let new = MergeRule.merge(old, with: version, supersedes: supersedes)
         guard new != old else { return }
         if new.winner != old.winner {

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import ProgSyncCore
 import ProgSyncStore
 import Testing
@@ -79,5 +80,56 @@ extension RepairTests {
         let report = try coord.apply(try allCommits(reopened))
         #expect(report.rejected.isEmpty && report.held.isEmpty)
         #expect(coord.digestRoot == reopened.digestRoot)
+    }
+}
+
+/// Record readers keep their read snapshot between reads; every commit of the writer must end
+/// the old ones before it is acknowledged.
+@Suite struct ReaderSnapshotTests {
+    let network = TestNetwork(nodes: [("coord", "jenv"), ("pol", "politie")])
+
+    func status(_ replica: Replica, _ record: String) throws -> String? {
+        try replica.storedRows(ofRecord: record).first { $0.field == "status" && !$0.isLoser }
+            .map { String(decoding: $0.value, as: UTF8.self) }
+    }
+
+    @Test func aReadAfterACommitSeesItWhicheverPathMadeIt() throws {
+        defer { network.cleanUp() }
+        let coord = try network.replica("coord")
+        let pol = try network.replica("pol", inMemory: true)
+        try coord.commitLocal(author: "c", writes: [
+            FieldWrite(record: "a", field: "kind", value: "activity"), FieldWrite(record: "a", field: "status", value: "not-started"),
+        ])
+        #expect(try status(coord, "a") == #""not-started""#)
+        // Several readers at once, so more than one connection holds a snapshot.
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in _ = try? coord.storedRows(ofRecord: "a") }
+
+        try coord.commitLocal(author: "c", writes: [FieldWrite(record: "a", field: "status", value: "delayed")])
+        #expect(try status(coord, "a") == #""delayed""#, "a local commit")
+
+        try pol.apply(try allCommits(coord))
+        try pol.commitLocal(author: "p", writes: [
+            FieldWrite(record: "p", field: "kind", value: "activity"), FieldWrite(record: "p", field: "owner", value: "politie"),
+        ])
+        #expect(try coord.storedRows(ofRecord: "p").isEmpty)
+        try coord.apply(try allCommits(pol))
+        #expect(try coord.storedRows(ofRecord: "p").contains { $0.field == "owner" }, "a remote commit")
+
+        _ = coord.commitLocalGroup([LocalWrite(author: "g", writes: [FieldWrite(record: "a", field: "status", value: "completed")])])
+        #expect(try status(coord, "a") == #""completed""#, "a group commit")
+    }
+
+    @Test func idleReadersHoldNoSnapshotAfterACommit() throws {
+        defer { network.cleanUp() }
+        let coord = try network.replica("coord")
+        try coord.commitLocal(author: "c", writes: [FieldWrite(record: "a", field: "kind", value: "activity")])
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in _ = try? coord.storedRows(ofRecord: "a") }
+        try coord.commitLocal(author: "c", writes: [FieldWrite(record: "a", field: "status", value: "delayed")])
+        // A full checkpoint that truncates the WAL needs every reader off its old snapshot.
+        let other = try DatabaseQueue(path: network.path("coord"))
+        let result = try other.writeWithoutTransaction { db in try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+        #expect(result?[0] as Int? == 0, "no reader blocks the checkpoint: \(String(describing: result))")
+        try other.close()
+        #expect(try status(coord, "a") == #""delayed""#)
     }
 }
