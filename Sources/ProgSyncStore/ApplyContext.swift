@@ -44,7 +44,8 @@ struct ApplyContext {
                 throw ReplicaError(.invalid, "record \(w.record) field \(w.field) given twice")
             }
             let frontier = try loadFrontier(record: w.record, field: w.field)
-            let supersedes = Self.supersedes(frontier, resolving: resolving, me: me)
+            let supersedes = try w.basis.map { try checkedBasis($0, of: w, frontier: frontier) }
+                ?? Self.supersedes(frontier, resolving: resolving, me: me)
             changes.append(Change(record: w.record, field: w.field, value: w.value, supersedes: supersedes))
         }
         var ownerRefs: [String: CommitRef] = [:]
@@ -94,6 +95,17 @@ struct ApplyContext {
         if resolving { return frontier.versions.map(\.ref) }
         if !frontier.isConflicted { return [frontier.winner.ref] }
         return frontier.versions.filter { $0.origin == me }.map(\.ref)
+    }
+
+    /// A write's explicit basis, which must be a version of that field this replica holds: in
+    /// the frontier or in the commit log. Superseding anything else would be a claim about
+    /// versions nobody here has seen.
+    func checkedBasis(_ basis: CommitRef, of w: FieldWrite, frontier: FieldFrontier?) throws -> [CommitRef] {
+        if frontier?.versions.contains(where: { $0.ref == basis }) == true { return [basis] }
+        guard try Replica.loggedValue(db, of: basis, record: w.record, field: w.field) != nil else {
+            throw ReplicaError(.invalid, "record \(w.record) field \(w.field): basis \(basis) is not a version of that field this node holds")
+        }
+        return [basis]
     }
 
     // MARK: Remote commits

@@ -67,10 +67,16 @@ public struct FieldWrite: Sendable, Hashable {
     public var record: String
     public var field: String
     public var value: JSONValue
-    public init(record: String, field: String, value: JSONValue) {
+    /// The version the writer saw and edited, when that may be older than what this replica
+    /// holds now (a spreadsheet row exported days ago). The write then supersedes only that
+    /// version, so a newer one stays as a competing version (a conflict) instead of being
+    /// replaced unseen. nil: the write supersedes what the replica holds now.
+    public var basis: CommitRef?
+    public init(record: String, field: String, value: JSONValue, basis: CommitRef? = nil) {
         self.record = record
         self.field = field
         self.value = value
+        self.basis = basis
     }
 }
 
