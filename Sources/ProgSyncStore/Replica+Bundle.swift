@@ -19,16 +19,23 @@ extension Replica {
     /// header would otherwise make `bundle export --peer` leave out commits the node lacks.
     ///
     /// Throws `BundleError` for a file that must be refused whole: damaged, too large, a
-    /// malformed commit, or a seal that does not match the key of the registered node it names.
+    /// malformed or out-of-range commit, or a seal that does not match the registered key of the
+    /// node it names.
     public func importBundle(_ file: [UInt8], limits: CommitBundle.Limits = .init()) throws -> BundleImport {
         let bundle = try CommitBundle(decoding: file, limits: limits)
         guard let exporter = bundle.exporter else { throw BundleError("bundle header names no exporting node") }
         var commits: [SignedCommit] = []
         commits.reserveCapacity(bundle.commits.count)
         for (i, c) in bundle.commits.enumerated() {
-            do { commits.append(try SignedCommit(canonicalBytes: c.body, signature: c.signature)) } catch {
+            let commit: SignedCommit
+            do { commit = try SignedCommit(canonicalBytes: c.body, signature: c.signature) } catch {
                 throw BundleError("commit \(i + 1) of the bundle is malformed: \(error.description)")
             }
+            // A file holds nothing out of range (a seq of 0 or 2^63, say): refused whole, as a cut file is.
+            if let verdict = CommitRules.validateEnvelope(commit.commit) {
+                throw BundleError("commit \(i + 1) of the bundle is invalid: \(verdict.detail)")
+            }
+            commits.append(commit)
         }
         var note: String?
         if let node = registry.node(exporter) {

@@ -66,6 +66,15 @@ import Testing
         #expect(sealedStatus == 200 && sealed["headerVerified"] == true && sealed["alreadyKnown"] == 1, "\(sealed)")
         #expect(try await exportCount(net, "jenv", peer: "politie") == owed)
 
+        // An unsigned commit from nobody with seq 2^63 (it once trapped the daemon): refused whole.
+        let junk = Commit(origin: NodeIdentity().id, seq: 1 << 63, stamp: Stamp(milliseconds: 1_800_000_000_000, counter: 0),
+                          author: "x", prev: [UInt8](repeating: 7, count: 32), changes: [Change(record: "al1", field: "title", value: "x")])
+        var crafted = try CommitBundle(decoding: genuine.body)
+        crafted.commits.append((junk.canonicalBytes, [UInt8](repeating: 0, count: 64)))
+        let (junkStatus, junkBody) = try await post(net, "jenv", try crafted.encodedFormat1())
+        #expect(junkStatus == 422 && junkBody["error"] == "bad-bundle", "\(junkBody)")
+        #expect(try await net.request("jenv", "GET", "/v1/status").0 == 200, "the daemon should still answer")
+
         // A gzip bomb: one commit claiming 2 GiB, then 2 GiB of zeros in about 2 MiB.
         var deflater = try Gzip.Deflater(level: 9)
         try deflater.write(JSONValue.object(["node": .string(net.nodes["politie"]!.id)]).canonicalBytes + [UInt8(ascii: "\n"), 0x7f, 0xff, 0xff, 0xff])

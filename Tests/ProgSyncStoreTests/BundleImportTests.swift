@@ -75,6 +75,28 @@ import Testing
         #expect(try exportCount(coord, to: pol.nodeID) == 3)
     }
 
+    /// A commit whose seq is 0, 2^63 or 2^64-1, signed by politie or by nobody, after valid ones:
+    /// the whole bundle is refused and nothing is applied (a seq of 2^63 once trapped the daemon).
+    @Test func outOfRangeSeqRefusesTheWholeBundle() throws {
+        let (pol, coord) = try setUp()
+        let valid = try bundle(of: pol)
+        let digest = coord.digestRoot, vector = coord.versionVector
+        let stranger = NodeIdentity()
+        for seq: UInt64 in [0, 1 << 63, .max] {
+            for signer in [pol.identity, stranger] {
+                let commit = Commit(origin: signer.id, seq: seq, stamp: Stamp(milliseconds: 1_800_000_000_000, counter: 0), author: "x",
+                                    prev: seq == 0 ? [] : [UInt8](repeating: 7, count: 32),
+                                    changes: [Change(record: "a1", field: "title", value: "overgenomen")])
+                let signature = signer.id == pol.nodeID ? try signer.sign(commit.canonicalBytes) : [UInt8](repeating: 0, count: 64)
+                var crafted = valid
+                crafted.commits.append((commit.canonicalBytes, signature))
+                #expect(throws: BundleError.self, "seq \(seq)") { try coord.importBundle(try crafted.encoded(signedBy: pol.identity)) }
+                #expect(coord.digestRoot == digest && coord.versionVector == vector, "seq \(seq) changed the replica")
+            }
+        }
+        #expect(try coord.knownVector(of: pol.nodeID) == nil)
+    }
+
     /// 200 seeded cuts and bit flips of a valid bundle: each one is refused whole, and the
     /// replica (digest, log, known vectors) is unchanged. The format's seal is a SHA-256 over
     /// every byte before it, signed by the exporter, so no byte is outside the check.
