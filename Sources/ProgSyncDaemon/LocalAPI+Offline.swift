@@ -49,12 +49,19 @@ extension LocalAPI {
     // MARK: Bundles
 
     /// `GET /v1/bundle?peer=NAME | since=STAMP | all=true`: the bundle file's bytes.
-    func exportBundle(_ request: Request) throws -> Response {
+    func exportBundle(_ request: Request) async throws -> Response {
         let q = request.uri.queryParameters
         let peer = q["peer"].map(String.init), since = q["since"].map(String.init), all = q["all"].map(String.init) == "true"
         guard [peer != nil, since != nil, all].filter({ $0 }).count == 1 else {
             throw APIError.badRequest("give exactly one of peer=NAME, since=STAMP or all=true")
         }
+        let (bytes, count) = try await Self.onBundleQueue { try self.bundleFile(peer: peer, since: since) }
+        return Response(status: .ok, headers: [.contentType: "application/octet-stream", .init("X-Progsync-Commits")!: "\(count)"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    /// Reads, compresses and signs: blocking work for the bundle queue.
+    private func bundleFile(peer: String?, since: String?) throws -> (bytes: [UInt8], commits: Int) {
         var filter: [String: JSONValue] = [:]
         let commits: [Replica.RawCommit]
         if let peer {
@@ -80,8 +87,7 @@ extension LocalAPI {
             "filter": .object(filter),
         ])
         let bytes = try CommitBundle(header: header, commits: commits.map { ($0.body, $0.signature) }).encoded(signedBy: replica.identity)
-        return Response(status: .ok, headers: [.contentType: "application/octet-stream", .init("X-Progsync-Commits")!: "\(commits.count)"],
-                        body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        return (bytes, commits.count)
     }
 
     static func parseStamp(_ text: String) -> Stamp? {
@@ -96,9 +102,15 @@ extension LocalAPI {
         return Stamp(milliseconds: UInt64(date.timeIntervalSince1970 * 1000), counter: 0)
     }
 
-    /// Bundle files are decompressed, parsed and applied here, one at a time: never on the
+    /// Bundle files are read, written, decompressed and applied here, one at a time: never on the
     /// cooperative pool (it is CPU and fsync work), and never two large files in memory at once.
-    static let bundleQueue = DispatchQueue(label: "progsync.bundle-import")
+    static let bundleQueue = DispatchQueue(label: "progsync.bundles")
+
+    static func onBundleQueue<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            bundleQueue.async { continuation.resume(with: Result { try body() }) }
+        }
+    }
 
     /// `POST /v1/bundle`: verifies the whole file first, then applies every commit through the
     /// same path as the network, in one transaction.
@@ -111,9 +123,7 @@ extension LocalAPI {
         let replica = replica, bundleLimits = CommitBundle.Limits(maxBytes: limits.maxBundleBytes)
         let result: BundleImport
         do {
-            result = try await withCheckedThrowingContinuation { continuation in
-                Self.bundleQueue.async { continuation.resume(with: Result { try replica.importBundle(file, limits: bundleLimits) }) }
-            }
+            result = try await Self.onBundleQueue { try replica.importBundle(file, limits: bundleLimits) }
         } catch let error as BundleError {
             throw APIError(.unprocessableContent, "bad-bundle", "\(error)")
         }
