@@ -37,7 +37,7 @@ struct LocalAPI: Sendable {
         router.get("/v1/events") { request, _ in self.eventStream(request) }
         router.get("/v1/peers") { _, _ in try self.peersResponse() }
         router.post("/v1/sync") { request, _ in try await self.sync(request) }
-        router.get("/v1/bundle") { request, _ in try self.exportBundle(request) }
+        router.get("/v1/bundle") { request, _ in try await self.exportBundle(request) }
         router.post("/v1/bundle") { request, _ in try await self.importBundle(request) }
         router.post("/v1/reconcile") { request, _ in try await self.reconcile(request) }
         router.get("/v1/reconcile/reports") { _, _ in try self.reportList() }
