@@ -82,7 +82,7 @@ struct CrashImportTests {
         let check = try #require(reply.json["selfCheck"]?.objectValue, "\(label): \(reply.json)", sourceLocation: sourceLocation)
         #expect(check["missingCommits"] == 0 && check["divergedBuckets"] == 0, "\(label): \(check)", sourceLocation: sourceLocation)
         #expect(check["recordsRebuilt"] == nil && check["fieldsRepaired"] == nil, "\(label): \(check)", sourceLocation: sourceLocation)
-        let reasons = reply.json["reasons"]?.arrayValue ?? []
+        let reasons = try #require(reply.json["reasons"]?.arrayValue, "\(label): \(reply.json)", sourceLocation: sourceLocation)
         #expect(reasons.allSatisfy { $0.stringValue?.hasPrefix("no partner") == true }, "\(label): \(reasons)", sourceLocation: sourceLocation)
         #expect(reply.json["digest"]?.stringValue == (try await d.digestRoot()), sourceLocation: sourceLocation)
     }
@@ -166,7 +166,7 @@ struct CrashImportTests {
             }
             // Every acknowledged PATCH is in the record's history; the record shows the last one, or
             // the one in flight at the kill if that landed.
-            let history = try await d.get("/v1/records/ack.a03/history")["history"]?.arrayValue ?? []
+            let history = try #require(try await d.get("/v1/records/ack.a03/history")["history"]?.arrayValue)
             let explanations = Set(history.compactMap { entry -> String? in
                 guard let seq = entry["seq"]?.intValue,
                     let change = entry["changes"]?.arrayValue?.first(where: { $0["field"] == "explanation" })

@@ -60,7 +60,7 @@ import Testing
         #expect(listed.status == 0 && listed.output.contains("op.a1~status"), "\(listed.output)")
 
         // politie settles status with the CLI, keeping the losing value.
-        let conflicts = try await net.request("politie", "GET", "/v1/conflicts").1["conflicts"]?.arrayValue ?? []
+        let conflicts = try #require(try await net.request("politie", "GET", "/v1/conflicts").1["conflicts"]?.arrayValue)
         let statusConflict = try #require(conflicts.first { $0["id"] == "op.a1~status" })
         let versions = try #require(statusConflict["versions"]?.arrayValue)
         try #require(versions.count == 2, "\(statusConflict)")
@@ -131,7 +131,7 @@ import Testing
         try #require(export.status == 0, "\(export.output)")
         let imported = try cli(["bundle", "import", "--socket", net.nodes["jenv"]!.socket, file])
         #expect(imported.status == 0 && imported.output.contains("1 held"), "\(imported.output)")
-        let held = try await net.request("jenv", "GET", "/v1/quarantine").1["held"]?.arrayValue ?? []
+        let held = try #require(try await net.request("jenv", "GET", "/v1/quarantine").1["held"]?.arrayValue)
         try #require(held.count == 1 && held[0]["reason"] == "clock-ahead", "\(held)")
         let hash = try #require(held[0]["hash"]?.stringValue)
         #expect(try await net.request("jenv", "GET", "/v1/records/snel.a1").0 == 404)
