@@ -134,13 +134,10 @@ struct CLITests {
         #expect(digest["root"]?.stringValue == (try await d.digestRoot()))
     }
 
-    /// BUG (fails until fixed): "." and ".." match the record id pattern `[A-Za-z0-9._:-]{1,128}`
-    /// (Sources/ProgSyncCore/ProgrammeSchema.swift, `isValidRecordID`), so an import creates them,
-    /// but no URL reaches them: HTTP clients, libcurl included, remove dot segments, so
-    /// `progsync records show ..` asks for `GET /v1/` and fails with "no such route". Either the
-    /// schema refuses these ids or the CLI (CURLOPT_PATH_AS_IS) and the daemon reach them.
-    /// (`records show .` is worse: it asks for `GET /v1/records/`, the list, and prints
-    /// "record ?" with exit 0.)
+    /// "." and ".." fit the record id characters `[A-Za-z0-9._:-]`, but no URL reaches them: HTTP
+    /// clients, libcurl included, remove dot segments (`records show ..` would ask for `GET /v1/`,
+    /// `records show .` for the list). Either the schema refuses these ids or the CLI and the
+    /// daemon reach them.
     @Test func dotSegmentIDsAreRefusedOrReachable() async throws {
         let d = try await DaemonHarness.started(empty: true)
         defer { d.cleanup() }
