@@ -17,8 +17,6 @@ struct PeerAPI: Sendable {
     static let protocolVersion = 1
     static let maxBatchBytes = 4 << 20
     static let maxRange = 5000
-    /// The highest seq a commit can have: seqs are stored as signed 64-bit integers.
-    static let maxSeq = UInt64(Int64.max)
     let replica: Replica
     let node: NodeFiles.StoredIdentity
     let events: EventBroadcaster
@@ -54,9 +52,9 @@ struct PeerAPI: Sendable {
     func range(_ request: Request) throws -> Response {
         let q = request.uri.queryParameters
         guard let origin = q["origin"].flatMap({ NodeID(String($0)) }) else { throw APIError.badRequest("origin must be a node id") }
-        // Seqs are stored as SQLite integers, so the range stays below 2^63 (and `from + maxRange` cannot overflow).
-        guard let from = q["from"].flatMap({ UInt64(String($0)) }), let to = q["to"].flatMap({ UInt64(String($0)) }), from >= 1, from <= to,
-            to <= Self.maxSeq
+        // Within the seqs a commit can have, so `from + maxRange` cannot overflow either.
+        guard let from = q["from"].flatMap({ UInt64(String($0)) }), let to = q["to"].flatMap({ UInt64(String($0)) }), from <= to,
+            CommitRules.seqRange.contains(from), CommitRules.seqRange.contains(to)
         else { throw APIError.badRequest("from and to must be seqs with 1 ≤ from ≤ to < 2^63") }
         let upper = min(to, from + UInt64(Self.maxRange) - 1)
         let stored = try replica.rawCommits(origin: origin, seqs: from...upper)

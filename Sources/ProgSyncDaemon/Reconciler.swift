@@ -44,7 +44,7 @@ struct PeerConnection: Sendable {
     /// origin's commits, in rising seq order inside the asked range, so every page moves `from`
     /// forward; anything else ends the fetch with an error rather than a loop.
     func commits(origin: NodeID, seqs: ClosedRange<UInt64>) async throws -> [SignedCommit] {
-        guard seqs.lowerBound >= 1, seqs.upperBound <= PeerAPI.maxSeq else {
+        guard CommitRules.seqRange.contains(seqs.lowerBound), CommitRules.seqRange.contains(seqs.upperBound) else {
             throw PeerError("seqs \(seqs.lowerBound)…\(seqs.upperBound) of \(origin) are outside 1…2^63-1")
         }
         var out: [SignedCommit] = []

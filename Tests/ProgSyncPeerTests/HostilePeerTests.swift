@@ -29,6 +29,10 @@ import Testing
                    "digest": .string(digest)])
         }
         let noDigest = String(repeating: "ff", count: 32)
+        let own = try mallory.commit(seq: 1, [Change(record: "m.1", field: "kind", value: "activity"), Change(record: "m.1", field: "owner", value: "om")])
+        // Validly signed, but with seqs no commit can have.
+        let seqZero = try mallory.commit(seq: 0, [Change(record: "m.0", field: "kind", value: "activity")])
+        let seqHuge = try mallory.commit(seq: 1 << 63, prev: own.hash, [Change(record: "m.1", field: "title", value: "Te ver")])
         mallory.answer("GET /v1/peer/hello") { _ in hello([malloryID: 10], noDigest) }
         mallory.answer("POST /v1/peer/commits", always: ["applied": 0, "versionVector": [:]])
         // The pull feed: one bad answer after another; the last one again and again.
@@ -37,8 +41,8 @@ import Testing
             { _ in .json(["commits": [], "cursor": -5, "more": false, "lastLSN": 10]) },
             { q in .json(["commits": [], "cursor": .int(Int64(q["since"] ?? "") ?? 0), "more": true, "lastLSN": 5]) },
             { _ in .text(#"{"commits": ["#) },
-            // Accepted: a far lastLSN is only a large lag.
-            { _ in .json(["commits": [], "cursor": 3, "more": false, "lastLSN": .int(.max)]) },
+            // Accepted as a page, its commits refused: a far lastLSN is only a large lag.
+            { _ in .json(["commits": CommitWire.json([seqZero, seqHuge]), "cursor": 3, "more": false, "lastLSN": .int(.max)]) },
             // Accepted before the fix, this made the lag arithmetic of /v1/status and /v1/peers overflow.
             { _ in .json(["commits": [], "cursor": .int(.max), "more": false, "lastLSN": .int(.min)], delay: .milliseconds(300)) })
         try await mallory.serve(admitting: [net.nodes["jenv"]!, net.nodes["politie"]!])
@@ -57,6 +61,7 @@ import Testing
         let log = net.log("jenv")
         #expect(log.contains("cursor -9223372036854775808") || log.contains("lastLSN -9223372036854775808"), "the extreme cursor is logged")
         #expect(log.contains("unmoved from"), "the answer with more and no progress is logged")
+        #expect(log.contains("commit from peer refused"), "the commits with seq 0 and 2^63 are logged as refused")
         // The answers after the refused ones ask from an unchanged cursor.
         let sinces = mallory.requests("GET /v1/peer/commits").compactMap { $0.split(separator: "since=").last?.split(separator: "&").first }
         #expect(sinces.allSatisfy { $0 == "0" || $0 == "3" }, "\(sinces)")
@@ -66,7 +71,6 @@ import Testing
             let report = try await local(net, "jenv", "POST", "/v1/reconcile?peer=mallory")
             return (report, report["peers"]?.arrayValue?.first ?? .null)
         }
-        let own = try mallory.commit(seq: 1, [Change(record: "m.1", field: "kind", value: "activity"), Change(record: "m.1", field: "owner", value: "om")])
         // A range page whose highest seq is below `from` (the same first commit, again and again).
         mallory.answer("GET /v1/peer/commits/range", always: ["commits": CommitWire.json([own])])
         var (report, outcome) = try await reconcileWithMallory()
@@ -95,10 +99,13 @@ import Testing
         (report, outcome) = try await reconcileWithMallory()
         #expect(outcome["verdict"] == "unreachable", "\(outcome)")
 
-        let status = try await local(net, "jenv", "GET", "/v1/status")
-        #expect(status["versionVector"]?[malloryID] == nil && status["rejected"] == 0 && status["held"] == 0, "\(status)")
-        #expect(try await net.request("jenv", "GET", "/v1/records/m.1").0 == 404)
         #expect(net.nodes["jenv"]!.process?.isRunning == true)
+        // Nothing of mallory's was applied or held, and the node starts again (no refused commit is replayed).
+        net.stop("jenv")
+        try net.start("jenv")
+        let status = try await local(net, "jenv", "GET", "/v1/status")
+        #expect(status["versionVector"]?[malloryID] == nil && status["rejected"] == 2 && status["held"] == 0, "\(status)")
+        for record in ["m.0", "m.1"] { #expect(try await net.request("jenv", "GET", "/v1/records/\(record)").0 == 404) }
 
         // 3. The honest nodes still converge, and agree in a reconciliation without mallory.
         _ = try await net.write("jenv", "al1.r01.a02", "status", "completed")
@@ -147,6 +154,15 @@ import Testing
         for body in [#"{"commits": ["#, #"{"commits": "x"}"#, #"{"commits": [{"body": "!!", "sig": "x"}]}"#, "[]", ""] {
             try await expectRefused("POST", "/v1/peer/commits", body: body)
         }
+        // Validly signed commits with seqs no commit can have are refused, not held.
+        let own = try mallory.commit(seq: 1, [Change(record: "m.1", field: "kind", value: "activity")])
+        for seq: UInt64 in [0, 1 << 63, .max] {
+            let crafted = try mallory.commit(seq: seq, prev: seq == 0 ? [] : own.hash, [Change(record: "m.1", field: "title", value: "Te ver")])
+            let (status, report) = try await mallory.send(client, to: jenv, "POST", "/v1/peer/commits",
+                                                          body: JSONValue.object(["commits": CommitWire.json([crafted])]).canonicalBytes)
+            #expect(status == 200 && report["rejected"] == 1 && report["applied"] == 0 && report["held"] == 0, "seq \(seq): \(status) \(report)")
+        }
+        #expect(net.log("jenv").contains("peer push: commit refused"))
         // The local API's numbers too.
         for path in ["/v1/records?limit=0", "/v1/records?limit=99999999999999999999", "/v1/records?offset=-1"] {
             #expect(try await net.request("jenv", "GET", path).0 == 400, "\(path)")
