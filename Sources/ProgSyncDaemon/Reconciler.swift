@@ -225,7 +225,15 @@ actor Reconciler {
             var theirs = PeerReplicator.vector(hello["versionVector"])
             try replica.setKnownVector(of: peer.node.id, theirs)
             let ours = replica.versionVector
+            let registry = replica.registry
+            var unknownOrigins = 0
             for (origin, seq) in theirs.sorted(by: { $0.key < $1.key }) where seq > (ours[origin] ?? 0) {
+                // Commits of an origin the registry does not list could not be verified, and a partner
+                // naming millions of made-up origins must not keep this run asking for each.
+                guard registry.node(origin) != nil else {
+                    unknownOrigins += 1
+                    continue
+                }
                 let commits = try await connection.commits(origin: origin, seqs: ((ours[origin] ?? 0) + 1)...seq)
                 let r = try replica.apply(commits)
                 fetched += r.applied
@@ -245,6 +253,7 @@ actor Reconciler {
             o["sent"] = .int(Int64(sent))
             o["held"] = .int(Int64(held))
             o["rejected"] = .int(Int64(rejected))
+            if unknownOrigins > 0 { o["unknownOrigins"] = .int(Int64(unknownOrigins)) }
 
             // 2. Digests: one round trip when they agree.
             let digest = fetched + sent > 0 ? try await connection.call("GET", "/v1/peer/hello", timeout: .seconds(15)) : hello

@@ -79,6 +79,14 @@ import Testing
         let rangeRequests = mallory.requests("GET /v1/peer/commits/range").count
         #expect((1...3).contains(rangeRequests), "the fetch stops at the first page that does not move forward: \(rangeRequests)")
 
+        // A vector naming many origins nobody knows: not one range request for them.
+        let madeUp = Dictionary(uniqueKeysWithValues: (0..<500).map { _ in (NodeIdentity().id.rawValue, JSONValue.int(.max)) })
+        mallory.answer("GET /v1/peer/hello") { _ in hello(madeUp, noDigest) }
+        (report, outcome) = try await reconcileWithMallory()
+        #expect(mallory.requests("GET /v1/peer/commits/range").count == rangeRequests, "no range request for an unknown origin")
+        #expect(outcome["unknownOrigins"] == 500 && outcome["verdict"] == "disagree", "\(outcome)")
+        mallory.answer("GET /v1/peer/hello") { _ in hello([malloryID: 10], noDigest) }
+
         // A page ending in seq 2^64-1 (paging on would overflow).
         let last = try mallory.commit(seq: .max, prev: own.hash, [Change(record: "m.1", field: "title", value: "Laatste")])
         mallory.answer("GET /v1/peer/commits/range", always: ["commits": CommitWire.json([own, last])])
