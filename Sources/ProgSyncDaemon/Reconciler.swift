@@ -340,10 +340,14 @@ actor Reconciler {
         let before = try differing()
         n.entriesDiffering = before.count
         // Winners we do not hold in our log although our vector covers them: fetch and restore.
+        // Only those: an entry beyond our vector is no commit the partner could have sent us (the
+        // vectors are equal here), and must not cost a request each.
         var records = Set<String>()
+        let vector = replica.versionVector
         for key in before {
             if let e = theirEntries[key] { records.insert(e.record) } else { records.insert(String(key.prefix { $0 != "~" })) }
-            guard let e = theirEntries[key], let origin = NodeID(e.origin), try replica.rawCommits(origin: origin, seqs: e.seq...e.seq).isEmpty
+            guard let e = theirEntries[key], let origin = NodeID(e.origin), e.seq <= vector[origin] ?? 0,
+                try replica.rawCommits(origin: origin, seqs: e.seq...e.seq).isEmpty
             else { continue }
             let commits = try await connection.commits(origin: origin, seqs: e.seq...e.seq)
             n.commitsRestored += try replica.apply(commits).restored

@@ -102,6 +102,16 @@ import Testing
         mallory.answer("POST /v1/peer/digest/entries", always: ["entries": [["m.1", "title", "0000000000000001", .string(malloryID), -1, zero, false]]])
         (report, outcome) = try await reconcileWithMallory()
         #expect(outcome["verdict"] == "unreachable" && outcome["reason"]?.stringValue?.contains("malformed digest entry") == true, "\(outcome)")
+        // Entries naming commits beyond the vectors both sides agree on: no range request for any of them.
+        let jenvID = net.nodes["jenv"]!.id
+        let rangesBefore = mallory.requests("GET /v1/peer/commits/range").count
+        mallory.answer("GET /v1/peer/commits/range", always: ["commits": []])
+        mallory.answer("POST /v1/peer/digest/entries", always: ["entries": .array((1...300).map { i in
+            JSONValue.array([.string("m.\(i)"), "title", "0000000000000001", .string(jenvID), .int(1_000_000 + Int64(i)), zero, false])
+        })])
+        (report, outcome) = try await reconcileWithMallory()
+        #expect(outcome["verdict"] == "disagree" && outcome["narrowing"]?["fieldsStillDiffering"] == 300, "\(outcome)")
+        #expect(mallory.requests("GET /v1/peer/commits/range").count == rangesBefore)
         // Malformed JSON where the digest should be.
         mallory.answer("GET /v1/peer/digest") { _ in .text("{\"root\": ") }
         (report, outcome) = try await reconcileWithMallory()
