@@ -8,14 +8,14 @@ extension DaemonConfiguration {
     /// - `progsync.registry` / `PROGSYNC_REGISTRY`: the partner registry file (default `<data>/registry.json`)
     /// - `progsync.log.level` / `PROGSYNC_LOG_LEVEL`: trace, debug, info, notice, warning, error, critical
     /// - `progsync.log.format` / `PROGSYNC_LOG_FORMAT`: logfmt or json
-    /// - `progsync.clock.max-offset-seconds` / `PROGSYNC_CLOCK_MAX_OFFSET_SECONDS`: quarantine threshold (300)
+    /// - `progsync.clock.max-offset-seconds` / `PROGSYNC_CLOCK_MAX_OFFSET_SECONDS`: quarantine threshold (300; 1 to 31,536,000)
     /// - `progsync.sample-data` / `PROGSYNC_SAMPLE_DATA`: load the 2021 programme into a new replica (true)
-    /// - `progsync.limits.max-body-bytes`, `.max-import-bytes`, `.max-json-depth`, `.max-page-size`
+    /// - `progsync.limits.max-body-bytes`, `.max-import-bytes` (1 KiB to 1 GiB), `.max-json-depth` (2 to 512), `.max-page-size` (1 to 100,000)
     /// - `progsync.peers.listen` / `PROGSYNC_PEERS_LISTEN`: peer listener "host:port" (none by default)
     /// - `progsync.peers.plain-http` / `PROGSYNC_PEERS_PLAIN_HTTP`: plain HTTP on loopback only (false)
     /// - `progsync.tls.certificate`, `progsync.tls.key`: the node's TLS files (default `<data>/tls-cert.pem`, `<data>/tls-key.pem`)
     /// - `progsync.reconcile.schedule` / `PROGSYNC_RECONCILE_SCHEDULE`: daily "HH:MM" in the node's time zone, or "off" (02:30)
-    /// - `progsync.reconcile.keep-days` / `PROGSYNC_RECONCILE_KEEP_DAYS`: how long reconciliation reports are kept (90)
+    /// - `progsync.reconcile.keep-days` / `PROGSYNC_RECONCILE_KEEP_DAYS`: how long reconciliation reports are kept (90; 1 to 36,500)
     /// `dataDirectory`, when given (the `--data-dir` flag), wins over the key and the environment.
     public init(reader: ConfigReader, dataDirectory: String? = nil) throws {
         let config = reader.scoped(to: "progsync")
@@ -34,13 +34,12 @@ extension DaemonConfiguration {
             throw ConfigurationError("log.format must be logfmt or json, not \(format)")
         }
         logFormat = parsedFormat
-        maxClockOffsetSeconds = config.int(forKey: "clock.max-offset-seconds", default: 300)
-        guard maxClockOffsetSeconds > 0 else { throw ConfigurationError("clock.max-offset-seconds must be positive") }
+        maxClockOffsetSeconds = try config.int(forKey: "clock.max-offset-seconds", default: 300, in: 1...31_536_000)
         loadSampleData = config.bool(forKey: "sample-data", default: true)
-        limits.maxBodyBytes = config.int(forKey: "limits.max-body-bytes", default: limits.maxBodyBytes)
-        limits.maxImportBytes = config.int(forKey: "limits.max-import-bytes", default: limits.maxImportBytes)
-        limits.maxJSONDepth = config.int(forKey: "limits.max-json-depth", default: limits.maxJSONDepth)
-        limits.maxPageSize = config.int(forKey: "limits.max-page-size", default: limits.maxPageSize)
+        limits.maxBodyBytes = try config.int(forKey: "limits.max-body-bytes", default: limits.maxBodyBytes, in: 1024...(1 << 30))
+        limits.maxImportBytes = try config.int(forKey: "limits.max-import-bytes", default: limits.maxImportBytes, in: 1024...(1 << 30))
+        limits.maxJSONDepth = try config.int(forKey: "limits.max-json-depth", default: limits.maxJSONDepth, in: 2...512)
+        limits.maxPageSize = try config.int(forKey: "limits.max-page-size", default: limits.maxPageSize, in: 1...100_000)
         peerListen = config.string(forKey: "peers.listen")
         peerPlainHTTP = config.bool(forKey: "peers.plain-http", default: false)
         tlsCertificatePath = config.string(forKey: "tls.certificate", default: tlsCertificatePath)
@@ -50,8 +49,19 @@ extension DaemonConfiguration {
             throw ConfigurationError("reconcile.schedule must be a daily time HH:MM (e.g. 02:30) or off, not \(schedule)")
         }
         reconcileSchedule = parsedSchedule
-        reconcileKeepDays = config.int(forKey: "reconcile.keep-days", default: 90)
-        guard reconcileKeepDays > 0 else { throw ConfigurationError("reconcile.keep-days must be positive") }
+        reconcileKeepDays = try config.int(forKey: "reconcile.keep-days", default: 90, in: 1...36_500)
+    }
+}
+
+extension ConfigReader {
+    /// An integer key within its range: the values feed byte counts, depths and millisecond
+    /// arithmetic, where a huge number would overflow rather than mean anything.
+    func int(forKey key: ConfigKey, default value: Int, in range: ClosedRange<Int>) throws -> Int {
+        let n = int(forKey: key, default: value)
+        guard range.contains(n) else {
+            throw ConfigurationError("\(key) must be from \(range.lowerBound) to \(range.upperBound), not \(n)")
+        }
+        return n
     }
 }
 

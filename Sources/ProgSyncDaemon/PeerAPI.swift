@@ -52,8 +52,10 @@ struct PeerAPI: Sendable {
     func range(_ request: Request) throws -> Response {
         let q = request.uri.queryParameters
         guard let origin = q["origin"].flatMap({ NodeID(String($0)) }) else { throw APIError.badRequest("origin must be a node id") }
-        guard let from = q["from"].flatMap({ UInt64(String($0)) }), let to = q["to"].flatMap({ UInt64(String($0)) }), from >= 1, from <= to
-        else { throw APIError.badRequest("from and to must be seqs with 1 ≤ from ≤ to") }
+        // Within the seqs a commit can have, so `from + maxRange` cannot overflow either.
+        guard let from = q["from"].flatMap({ UInt64(String($0)) }), let to = q["to"].flatMap({ UInt64(String($0)) }), from <= to,
+            CommitRules.seqRange.contains(from), CommitRules.seqRange.contains(to)
+        else { throw APIError.badRequest("from and to must be seqs with 1 ≤ from ≤ to < 2^63") }
         let upper = min(to, from + UInt64(Self.maxRange) - 1)
         let stored = try replica.rawCommits(origin: origin, seqs: from...upper)
         return JSONResponse.make(.object(["commits": .array(stored.map { CommitWire.json(body: $0.body, signature: $0.signature) })]))

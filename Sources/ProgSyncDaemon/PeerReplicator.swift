@@ -38,7 +38,8 @@ struct PeerStatus: Sendable {
         ]
         o["lastContact"] = lastContact.map { .string(Stamp.iso8601(milliseconds: $0)) } ?? .null
         o["lastError"] = lastError.map { .string($0) } ?? .null
-        let lagSeconds: Double = caughtUpSince != nil ? 0 : Double(now - (lastContact ?? now)) / 1000
+        // The wall clock can step back past the last contact: that is no lag, not a negative one.
+        let lagSeconds: Double = caughtUpSince != nil ? 0 : Double(now - min(now, lastContact ?? now)) / 1000
         o["lagSeconds"] = .double(lagSeconds)
         return .object(o)
     }
@@ -100,27 +101,33 @@ final class PeerReplicator: Service, Sendable {
         var caughtUp = false
         // While a batch is applied the next one is already on its way (initial sync, catch-up).
         var prefetched: Task<JSONValue, any Error>?
+        // The cursor the current request was sent with.
+        var since: Int64 = 0
         while !isStopping && !Task.isCancelled {
             do {
                 let body: JSONValue
+                var longPollStarted: ContinuousClock.Instant?
                 if let next = prefetched {
                     prefetched = nil
                     body = try await next.value
                 } else {
-                    let cursor = try replica.peerCursor(peer.id).pulled
+                    since = try replica.peerCursor(peer.id).pulled
                     let wait = caughtUp ? Self.longPollSeconds : 0
-                    body = try await pull.call("GET", "/v1/peer/commits?since=\(cursor)&limit=\(Self.pullBatch)&wait=\(wait)",
+                    if wait > 0 { longPollStarted = .now }
+                    body = try await pull.call("GET", "/v1/peer/commits?since=\(since)&limit=\(Self.pullBatch)&wait=\(wait)",
                                           timeout: .seconds(wait + 10))
                 }
                 let commits = try CommitWire.decode(body["commits"] ?? .null, maxCommits: Self.pullBatch)
-                guard let next = body["cursor"]?.intValue else { throw PeerError("peer answered without a cursor") }
-                caughtUp = !(body["more"]?.boolValue ?? false)
+                let page = try Self.pullPage(body, since: since, commits: commits.count)
+                let next = page.cursor
+                caughtUp = !page.more
                 if !caughtUp {
                     let pull = self.pull
                     prefetched = Task {
                         try await pull.call("GET", "/v1/peer/commits?since=\(next)&limit=\(Self.pullBatch)&wait=0", timeout: .seconds(30))
                     }
                 }
+                since = next
                 let peerID = peer.id
                 let report = try replica.apply(commits) { db in try Replica.setPulled(db, peer: peerID, to: next) }
                 if !commits.isEmpty { events.publish(replica: replica) }
@@ -133,11 +140,16 @@ final class PeerReplicator: Service, Sendable {
                     s.lastContact = now
                     s.lastError = nil
                     s.pulled = next
-                    s.remoteLastLSN = body["lastLSN"]?.intValue ?? next
+                    s.remoteLastLSN = page.lastLSN
                     s.lastPullCompleted = now
                     s.caughtUpSince = caughtUp ? (s.caughtUpSince ?? now) : nil
                 }
                 backoff.succeed()
+                // An honest partner answers a long poll empty only when the wait is over; one that
+                // answers at once would have us ask again at once, forever.
+                if commits.isEmpty, let started = longPollStarted, ContinuousClock.now - started < .seconds(1) {
+                    try await Task.sleep(for: .seconds(1))
+                }
             } catch {
                 prefetched?.cancel()
                 prefetched = nil
@@ -194,6 +206,23 @@ final class PeerReplicator: Service, Sendable {
                 await failed(error, backoff: &backoff)
             }
         }
+    }
+
+    /// Where a pull answer leaves the cursor. The partner's cursor and lastLSN are positions in
+    /// its own log (0…2^63-1), and a page moves the cursor forward from `since`; "more" with an
+    /// unmoved cursor would make the pull loop ask the same question forever.
+    static func pullPage(_ body: JSONValue, since: Int64, commits: Int) throws -> (cursor: Int64, more: Bool, lastLSN: Int64) {
+        guard let cursor = body["cursor"]?.intValue else { throw PeerError("peer answered without a cursor") }
+        let more = body["more"]?.boolValue ?? false
+        // An honest partner whose log restarted answers lastLSN < since; lag then shows as 0.
+        let lastLSN = body["lastLSN"]?.intValue ?? cursor
+        guard cursor >= 0, cursor >= since, lastLSN >= 0 else {
+            throw PeerError("peer answered cursor \(cursor) and lastLSN \(lastLSN) to a pull since \(since); refused")
+        }
+        guard cursor > since || (!more && commits == 0) else {
+            throw PeerError("peer answered \(commits) commits with cursor \(cursor) unmoved from \(since) and more to come; refused")
+        }
+        return (cursor, more, lastLSN)
     }
 
     static func vector(_ value: JSONValue?) -> [NodeID: UInt64] {

@@ -40,17 +40,29 @@ struct PeerConnection: Sendable {
         return json
     }
 
-    /// Commits of one origin in a seq range, fetched in pages.
+    /// Commits of one origin in a seq range, fetched in pages. Each page must hold only that
+    /// origin's commits, in rising seq order inside the asked range, so every page moves `from`
+    /// forward; anything else ends the fetch with an error rather than a loop.
     func commits(origin: NodeID, seqs: ClosedRange<UInt64>) async throws -> [SignedCommit] {
+        guard CommitRules.seqRange.contains(seqs.lowerBound), CommitRules.seqRange.contains(seqs.upperBound) else {
+            throw PeerError("seqs \(seqs.lowerBound)…\(seqs.upperBound) of \(origin) are outside 1…2^63-1")
+        }
         var out: [SignedCommit] = []
         var from = seqs.lowerBound
         while from <= seqs.upperBound {
             let to = min(seqs.upperBound, from + UInt64(PeerAPI.maxRange) - 1)
             let answer = try await call("GET", "/v1/peer/commits/range?origin=\(origin.rawValue)&from=\(from)&to=\(to)")
             let page = try CommitWire.decode(answer["commits"] ?? .null, maxCommits: PeerAPI.maxRange)
+            guard let last = page.last else { break }  // the peer lacks them too
+            var expected = from
+            for c in page {
+                guard c.commit.origin == origin, c.commit.seq >= expected, c.commit.seq <= to else {
+                    throw PeerError("asked for \(origin) seqs \(from)…\(to), the peer answered \(c.commit.ref) out of order or outside the range")
+                }
+                expected = c.commit.seq + 1  // ≤ to + 1 ≤ 2^63
+            }
             out += page
-            if page.isEmpty { break }  // the peer lacks them too
-            from = (page.map(\.commit.seq).max() ?? to) + 1
+            from = last.commit.seq + 1
         }
         return out
     }
@@ -213,7 +225,15 @@ actor Reconciler {
             var theirs = PeerReplicator.vector(hello["versionVector"])
             try replica.setKnownVector(of: peer.node.id, theirs)
             let ours = replica.versionVector
+            let registry = replica.registry
+            var unknownOrigins = 0
             for (origin, seq) in theirs.sorted(by: { $0.key < $1.key }) where seq > (ours[origin] ?? 0) {
+                // Commits of an origin the registry does not list could not be verified, and a partner
+                // naming millions of made-up origins must not keep this run asking for each.
+                guard registry.node(origin) != nil else {
+                    unknownOrigins += 1
+                    continue
+                }
                 let commits = try await connection.commits(origin: origin, seqs: ((ours[origin] ?? 0) + 1)...seq)
                 let r = try replica.apply(commits)
                 fetched += r.applied
@@ -233,6 +253,7 @@ actor Reconciler {
             o["sent"] = .int(Int64(sent))
             o["held"] = .int(Int64(held))
             o["rejected"] = .int(Int64(rejected))
+            if unknownOrigins > 0 { o["unknownOrigins"] = .int(Int64(unknownOrigins)) }
 
             // 2. Digests: one round trip when they agree.
             let digest = fetched + sent > 0 ? try await connection.call("GET", "/v1/peer/hello", timeout: .seconds(15)) : hello
@@ -319,10 +340,14 @@ actor Reconciler {
         let before = try differing()
         n.entriesDiffering = before.count
         // Winners we do not hold in our log although our vector covers them: fetch and restore.
+        // Only those: an entry beyond our vector is no commit the partner could have sent us (the
+        // vectors are equal here), and must not cost a request each.
         var records = Set<String>()
+        let vector = replica.versionVector
         for key in before {
             if let e = theirEntries[key] { records.insert(e.record) } else { records.insert(String(key.prefix { $0 != "~" })) }
-            guard let e = theirEntries[key], let origin = NodeID(e.origin), try replica.rawCommits(origin: origin, seqs: e.seq...e.seq).isEmpty
+            guard let e = theirEntries[key], let origin = NodeID(e.origin), e.seq <= vector[origin] ?? 0,
+                try replica.rawCommits(origin: origin, seqs: e.seq...e.seq).isEmpty
             else { continue }
             let commits = try await connection.commits(origin: origin, seqs: e.seq...e.seq)
             n.commitsRestored += try replica.apply(commits).restored
@@ -340,9 +365,10 @@ actor Reconciler {
         for item in answer["entries"]?.arrayValue ?? [] {
             guard let a = item.arrayValue, a.count == 7, let record = a[0].stringValue, let field = a[1].stringValue,
                 let stampHex = a[2].stringValue, let stamp = Stamp(hex: stampHex), let origin = a[3].stringValue,
-                let seq = a[4].intValue, let hash = a[5].stringValue.flatMap(Hex.decode), let isLoser = a[6].boolValue
+                let seq = a[4].intValue.flatMap(UInt64.init(exactly:)), seq >= 1, let hash = a[5].stringValue.flatMap(Hex.decode),
+                let isLoser = a[6].boolValue
             else { throw PeerError("peer sent a malformed digest entry") }
-            let e = DigestEntry(record: record, field: field, stamp: stamp, origin: origin, seq: UInt64(seq), hash: hash, isLoser: isLoser)
+            let e = DigestEntry(record: record, field: field, stamp: stamp, origin: origin, seq: seq, hash: hash, isLoser: isLoser)
             out[e.key] = e
         }
         return out
@@ -364,7 +390,7 @@ struct ReconcileReports: Sendable {
     func save(_ report: JSONValue) throws -> JSONValue {
         let fm = FileManager.default
         try fm.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let started = UInt64(report["startedMs"]?.intValue ?? 0)
+        let started = report["startedMs"]?.intValue.flatMap(UInt64.init(exactly:)) ?? 0
         let base = Stamp.iso8601(milliseconds: started).replacingOccurrences(of: ":", with: "").replacingOccurrences(of: "-", with: "")
             .replacingOccurrences(of: ".", with: "")
         var id = "r" + base
@@ -407,9 +433,10 @@ struct ReconcileReports: Sendable {
     }
 
     func prune(now: UInt64) {
-        let cutoff = now - min(now, UInt64(keepDays) * 86_400_000)
+        let (keep, overflow) = UInt64(clamping: keepDays).multipliedReportingOverflow(by: 86_400_000)
+        let cutoff = overflow ? 0 : now - min(now, keep)
         for id in list() {
-            guard let report = try? load(id), let ms = report["startedMs"]?.intValue, UInt64(ms) < cutoff else { continue }
+            guard let report = try? load(id), let ms = report["startedMs"]?.intValue, ms < Int64(clamping: cutoff) else { continue }
             try? FileManager.default.removeItem(atPath: path(id))
         }
     }

@@ -67,6 +67,22 @@ struct LifecycleTests {
         #expect(!FileManager.default.fileExists(atPath: otherSocket))
     }
 
+    /// Integer keys are range-checked at start, naming the range, instead of overflowing later
+    /// (a huge `reconcile.keep-days` trapped in the report pruning).
+    @Test func outOfRangeIntegerKeysAreRefusedAtStart() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("progsync-config-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        for (key, value) in [("reconcile.keep-days", "9223372036854775807"), ("reconcile.keep-days", "0"),
+                             ("clock.max-offset-seconds", "9223372036854775807"), ("limits.max-json-depth", "100000000"),
+                             ("limits.max-body-bytes", "-1"), ("limits.max-import-bytes", "9223372036854775807"),
+                             ("limits.max-page-size", "0")] {
+            let variable = "PROGSYNC_" + key.uppercased().replacingOccurrences(of: ".", with: "_").replacingOccurrences(of: "-", with: "_")
+            let result = try await runProcess(Binaries.progsyncd, ["--data-dir", folder, "--empty"],
+                                              environment: Binaries.cleanEnvironment([variable: value]), timeout: 15)
+            #expect(!result.signalled && result.exitCode != 0 && result.stderr.contains("\(key) must be from"), "\(variable)=\(value): \(result)")
+        }
+    }
+
     @Test func socketIsGroupReadWriteOnly() async throws {
         let d = try await DaemonHarness.started(empty: true)
         defer { d.cleanup() }

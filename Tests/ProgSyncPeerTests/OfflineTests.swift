@@ -40,15 +40,6 @@ import Glibc
         try PeerNetwork.run(PeerNetwork.locate("progsync"), arguments)
     }
 
-    /// Polls `body` every 100 ms until it returns true or `timeout` passes.
-    func eventually(_ timeout: TimeInterval, _ body: () async throws -> Bool) async throws -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if try await body() { return true }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        return try await body()
-    }
 
     /// Creates `count` activities owned by politie through the coordinator.
     func createRecords(_ net: PeerNetwork, count: Int) async throws -> [String] {

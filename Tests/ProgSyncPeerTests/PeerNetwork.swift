@@ -257,6 +257,16 @@ extension PeerNetwork {
     }
 }
 
+/// Polls `body` every 100 ms until it returns true or `timeout` passes.
+func eventually(_ timeout: TimeInterval, _ body: () async throws -> Bool) async throws -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try await body() { return true }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    return try await body()
+}
+
 struct PeerTestError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
