@@ -122,6 +122,18 @@ extension Replica {
                 try db.execute(sql: "INSERT INTO digest_buckets (bucket, sum) VALUES (?, ?)", arguments: [i, Data(sum.bytes)])
             }
         }
+        migrator.registerMigration("v5-local-authors") { db in
+            // Who this node's pseudonymous commit authors are (author.share: pseudonym). Local
+            // only: never replicated, so partners see the pseudonym and this node the name.
+            try db.execute(sql: """
+                CREATE TABLE local_authors (
+                    origin TEXT NOT NULL,
+                    pseudonym TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    PRIMARY KEY (origin, pseudonym)
+                ) WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 }
