@@ -96,6 +96,19 @@ struct AuthorShareTests {
         #expect(theirs["history"]?.arrayValue?.first?["author"]?.stringValue == pseudonym)
         let (_, theirRecord) = try await client.send("GET", "/v1/records/share.pol1")
         #expect(theirRecord["versions"]?["kind"]?["author"]?.stringValue == pseudonym)
+
+        // The conflicts listing: our version shows the name, the partner's its pseudonym.
+        #expect(try await client.send("PATCH", "/v1/records/share.pol1", ["title": "Ons"]).0 == 200)
+        let concurrent = try partnerReplica.commitLocal(author: pseudonym, writes: [FieldWrite(record: "share.pol1", field: "title", value: "Hun")])
+        #expect(try daemon.replica.apply([concurrent]).applied == 1)
+        let (_, conflicts) = try await client.send("GET", "/v1/conflicts")
+        let conflict = try #require(conflicts["conflicts"]?.arrayValue?.first { $0["id"]?.stringValue == "share.pol1~title" }, "\(conflicts)")
+        let versions = conflict["versions"]?.arrayValue ?? []
+        #expect(versions.count == 2)
+        for version in versions {
+            let ours = version["origin"]?.stringValue == me.identity.id.rawValue
+            #expect(version["author"]?.stringValue == (ours ? user : pseudonym), "\(version)")
+        }
     }
 
     /// Stable per user on one node, different on another node, and no trace of the name.
