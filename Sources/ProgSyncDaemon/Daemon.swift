@@ -44,13 +44,16 @@ final class LockBox: Sendable {
 public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) throws -> Daemon {
     let fm = FileManager.default
     try fm.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    try NodeFiles.checkDataFolder(configuration.dataDirectory)
     let lock = try DataFolderLock(path: configuration.lockPath)
+    try NodeFiles.checkKeyFile(configuration.identityPath)
     var node = try NodeFiles.readIdentity(at: configuration.identityPath)
     if node == nil {
         node = try NodeFiles.createIdentity(at: configuration.identityPath, org: "jenv", name: "progsyncd")
         logger.info("created node identity", metadata: ["node": "\(node!.identity.id)", "org": "jenv"])
     }
     let me = node!
+    try NodeFiles.checkKeyFile(configuration.tlsKeyPath)
     let tls = try loadOrCreateTLS(configuration, name: me.name ?? me.identity.id.rawValue, logger: logger)
     var registry = try NodeFiles.readRegistry(at: configuration.registryPath)
     if registry == nil {
@@ -60,6 +63,7 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
     if registry!.node(me.identity.id) == nil {
         logger.warning("this node is not in the partner registry; partners will hold its commits", metadata: ["node": "\(me.identity.id)"])
     }
+    try NodeFiles.makeReplicaPrivate(configuration.replicaPath)
     let replica = try Replica(configuration: ReplicaConfiguration(
         path: configuration.replicaPath, identity: me.identity, org: me.org, registry: registry!,
         maxClockOffsetMilliseconds: UInt64(configuration.maxClockOffsetSeconds) * 1000))
@@ -87,7 +91,8 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
                                 replica: replica, events: events, logger: logger))
     let api = LocalAPI(replica: replica, node: me, limits: configuration.limits, events: events,
                        committer: GroupCommitter(replica: replica, events: events), peers: replicators,
-                       reconciler: reconciler, reports: reports, inbound: inbound)
+                       reconciler: reconciler, reports: reports, inbound: inbound,
+                       authors: CommitAuthors(sharing: configuration.authorShare, replica: replica))
     let router = Router(context: LocalRequestContext.self)
     router.middlewares.add(JSONErrorMiddleware())
     api.addRoutes(to: router)
@@ -134,8 +139,28 @@ final class InboundContact: RouterMiddleware, Sendable {
     }
 }
 
+/// Whether a host names this machine's loopback interface, decided on the parsed address, never
+/// on a text prefix (`127.0.0.1.evil.tld` is a DNS name). Accepted: `localhost` exactly (in any
+/// case), an IPv4 address in 127.0.0.0/8 written as four decimal parts, `::1` in any IPv6 spelling
+/// (also in brackets, which hold only IPv6), and the IPv4-mapped `::ffff:127.x.y.z`. Refused: shorthand and hex or octal
+/// forms (`127.1`, `0x7f.0.0.1`, `0177.0.0.1`), which resolvers read differently; `localhost.` and
+/// `*.localhost`, which go to DNS; scoped IPv6 (`::1%lo`).
 func isLoopback(host: String) -> Bool {
-    host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
+    var host = host
+    let bracketed = host.hasPrefix("[") && host.hasSuffix("]")
+    if bracketed {
+        host = String(host.dropFirst().dropLast())
+    } else {
+        if host.lowercased() == "localhost" { return true }
+        var v4 = in_addr()
+        if inet_pton(AF_INET, host, &v4) == 1 { return UInt32(bigEndian: v4.s_addr) >> 24 == 127 }
+    }
+    var v6 = in6_addr()
+    guard inet_pton(AF_INET6, host, &v6) == 1 else { return false }
+    let bytes = withUnsafeBytes(of: v6) { Array($0) }
+    let loopback: [UInt8] = Array(repeating: 0, count: 15) + [1]
+    let mappedPrefix: [UInt8] = Array(repeating: 0, count: 10) + [0xff, 0xff]
+    return bytes == loopback || (Array(bytes[0..<12]) == mappedPrefix && bytes[12] == 127)
 }
 
 /// "host:port" → parts; IPv6 hosts in brackets.

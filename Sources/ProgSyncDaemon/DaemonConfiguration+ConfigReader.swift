@@ -16,6 +16,8 @@ extension DaemonConfiguration {
     /// - `progsync.tls.certificate`, `progsync.tls.key`: the node's TLS files (default `<data>/tls-cert.pem`, `<data>/tls-key.pem`)
     /// - `progsync.reconcile.schedule` / `PROGSYNC_RECONCILE_SCHEDULE`: daily "HH:MM" in the node's time zone, or "off" (02:30)
     /// - `progsync.reconcile.keep-days` / `PROGSYNC_RECONCILE_KEEP_DAYS`: how long reconciliation reports are kept (90; 1 to 36,500)
+    /// - `progsync.author.share` / `PROGSYNC_AUTHOR_SHARE`: what commits tell partners about their author,
+    ///   `name` (the Unix user name) or `pseudonym` (a per-node pseudonym; the default)
     /// `dataDirectory`, when given (the `--data-dir` flag), wins over the key and the environment.
     public init(reader: ConfigReader, dataDirectory: String? = nil) throws {
         let config = reader.scoped(to: "progsync")
@@ -50,6 +52,11 @@ extension DaemonConfiguration {
         }
         reconcileSchedule = parsedSchedule
         reconcileKeepDays = try config.int(forKey: "reconcile.keep-days", default: 90, in: 1...36_500)
+        let share = config.string(forKey: "author.share", default: AuthorSharing.pseudonym.rawValue)
+        guard let parsedShare = AuthorSharing(rawValue: share) else {
+            throw ConfigurationError("author.share must be name or pseudonym, not \(share)")
+        }
+        authorShare = parsedShare
     }
 }
 

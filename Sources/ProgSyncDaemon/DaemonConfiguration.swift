@@ -21,6 +21,12 @@ public struct DaemonConfiguration: Sendable {
     /// When the nightly reconciliation runs; `.off` runs it only on demand.
     public var reconcileSchedule: ReconcileSchedule
     public var reconcileKeepDays: Int
+    /// What local commits tell partners about their author: the Unix user name, or a pseudonym.
+    public var authorShare: AuthorSharing
+
+    public enum AuthorSharing: String, Sendable, CaseIterable {
+        case name, pseudonym
+    }
 
     public enum LogFormat: String, Sendable, CaseIterable {
         case logfmt, json
@@ -50,6 +56,7 @@ public struct DaemonConfiguration: Sendable {
         tlsKeyPath = dataDirectory + "/tls-key.pem"
         reconcileSchedule = ReconcileSchedule("02:30")!
         reconcileKeepDays = 90
+        authorShare = .pseudonym
     }
 
     var replicaPath: String { dataDirectory + "/replica.sqlite" }

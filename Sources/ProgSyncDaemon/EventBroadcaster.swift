@@ -49,7 +49,10 @@ final class EventBroadcaster: Service, Sendable {
             }
             guard let commits = try? replica.commits(afterLSN: s.lastLSN, limit: 100_000), !commits.isEmpty else { return [] }
             for stored in commits {
-                let event = Self.event(stored, org: replica.registry.org(of: stored.commit.commit.origin))
+                let c = stored.commit.commit
+                // This node's own commits show the name behind their pseudonym, as history does.
+                let author = c.origin == replica.nodeID ? (try? replica.author(of: CommitRef(origin: c.origin, seq: c.seq))) ?? nil : nil
+                let event = Self.event(stored, org: replica.registry.org(of: c.origin), author: author ?? c.author)
                 for continuation in s.subscribers.values { continuation.yield(event) }
             }
             s.lastLSN = commits.last!.lsn
@@ -89,12 +92,12 @@ final class EventBroadcaster: Service, Sendable {
         _ = state.withLock { $0.abandonedWaits.remove(id) }
     }
 
-    static func event(_ stored: StoredCommit, org: String?) -> String {
+    static func event(_ stored: StoredCommit, org: String?, author: String) -> String {
         let c = stored.commit.commit
         let data = JSONValue.object([
             "lsn": .int(stored.lsn), "origin": .string(c.origin.rawValue), "org": .string(org ?? "unknown"),
             "seq": .int(Int64(c.seq)), "stamp": .string(c.stamp.hex), "time": .string(c.stamp.description),
-            "author": .string(c.author), "refused": .bool(stored.refused),
+            "author": .string(author), "refused": .bool(stored.refused),
             "changes": .array(c.changes.map { .object(["record": .string($0.record), "field": .string($0.field), "value": $0.value]) }),
         ])
         return "id: \(stored.lsn)\nevent: commit\ndata: \(data.canonicalString)\n\n"

@@ -19,6 +19,7 @@ struct LocalAPI: Sendable {
     let reconciler: Reconciler
     let reports: ReconcileReports
     let inbound: InboundContact
+    let authors: CommitAuthors
 
     func addRoutes(to router: Router<LocalRequestContext>) {
         router.get("/v1/status") { _, _ in try self.status() }
@@ -186,7 +187,8 @@ struct LocalAPI: Sendable {
             return .object([
                 "origin": .string(c.origin.rawValue), "org": .string(replica.registry.org(of: c.origin) ?? "unknown"),
                 "seq": .int(Int64(c.seq)), "stamp": .string(c.stamp.hex),
-                "time": .string(Stamp.iso8601(milliseconds: c.stamp.milliseconds)), "author": .string(c.author),
+                "time": .string(Stamp.iso8601(milliseconds: c.stamp.milliseconds)),
+                "author": .string(try replica.author(of: CommitRef(origin: c.origin, seq: c.seq)) ?? c.author),
                 "changes": .array(c.changes.filter { $0.record == id }.map { .object(["field": .string($0.field), "value": $0.value]) }),
             ])
         }
@@ -324,12 +326,17 @@ struct LocalAPI: Sendable {
             throw APIError.badRequest("give {\"pick\": n} or {\"value\": v}")
         }
         let writes = try fieldWrites(record: entry.record, .object([entry.field: value]))
-        let commit = try await committer.commit(LocalWrite(author: await context.author(), writes: writes, resolving: true))
+        let commit = try await committer.commit(LocalWrite(author: try await commitAuthor(context), writes: writes, resolving: true))
         return try commitResponse(commit, record: entry.record, created: false)
     }
 
+    /// The author for the commits a request makes: its Unix user, or that user's pseudonym.
+    func commitAuthor(_ context: LocalRequestContext) async throws -> String {
+        try authors.commitAuthor(forUser: await context.author())
+    }
+
     func commit(_ writes: [FieldWrite], context: LocalRequestContext, record: String, created: Bool) async throws -> Response {
-        let commit = try await committer.commit(LocalWrite(author: await context.author(), writes: writes))
+        let commit = try await committer.commit(LocalWrite(author: try await commitAuthor(context), writes: writes))
         return try commitResponse(commit, record: record, created: created)
     }
 
@@ -362,7 +369,7 @@ struct LocalAPI: Sendable {
         let list = body["records"]?.arrayValue ?? body.arrayValue
         guard let list else { throw APIError.badRequest("body must be {\"records\": [...]} or an array of records") }
         let plan = try ImportPlan(rows: try ImportPlan.rows(list), defaultOwner: node.org, replica: replica)
-        let author = await context.author()
+        let author = try await commitAuthor(context)
         let commits = try replica.commitLocalBatch(author: author, commits: plan.batches)
         if !commits.isEmpty { events.publish(replica: replica) }
         return plan.answer(commits: commits.count)

@@ -57,6 +57,51 @@ public enum NodeFiles {
         return registry
     }
 
+    /// Refuses a data folder that others may write to: they could swap the identity or the replica.
+    public static func checkDataFolder(_ path: String) throws {
+        guard let mode = try permissions(of: path) else { return }
+        if mode & 0o022 != 0 {
+            throw ConfigurationError("data folder \(path) is writable by other users (mode \(octal(mode))); fix it with: chmod 700 \(path)")
+        }
+    }
+
+    /// Refuses a private key that others may read or change. Group read is allowed, for keys kept
+    /// in a shared key store such as Debian's ssl-cert group.
+    public static func checkKeyFile(_ path: String) throws {
+        guard let mode = try permissions(of: path) else { return }
+        if mode & 0o027 != 0 {
+            throw ConfigurationError("private key \(path) is open to other users (mode \(octal(mode))); fix it with: chmod 600 \(path)")
+        }
+    }
+
+    /// Makes the replica and its WAL files readable by the owner only: they hold every record.
+    /// A missing replica is created empty with mode 0600 (SQLite gives its -wal and -shm files the
+    /// database file's mode); files from older versions, made 0644, are tightened.
+    public static func makeReplicaPrivate(_ path: String) throws {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw ConfigurationError("cannot open \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        guard fchmod(fd, 0o600) == 0 else { throw ConfigurationError("cannot make \(path) private: \(String(cString: strerror(errno)))") }
+        for companion in [path + "-wal", path + "-shm"] where chmod(companion, 0o600) != 0 && errno != ENOENT {
+            throw ConfigurationError("cannot make \(companion) private: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// The permission bits of a file, or nil when it does not exist.
+    static func permissions(of path: String) throws -> Int? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        do {
+            return try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
+        } catch {
+            throw ConfigurationError("cannot read the permissions of \(path): \(error.localizedDescription)")
+        }
+    }
+
+    static func octal(_ mode: Int) -> String {
+        let digits = String(mode, radix: 8)
+        return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
+    }
+
     static func writePrivate(_ text: String, to path: String) throws {
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
         guard fd >= 0 else { throw ConfigurationError("cannot create \(path): \(String(cString: strerror(errno)))") }

@@ -403,7 +403,7 @@ struct ReconcileReports: Sendable {
         o["id"] = .string(id)
         let saved = JSONValue.object(o)
         let temp = path(id) + ".tmp"
-        guard fm.createFile(atPath: temp, contents: Data((saved.prettyString() + "\n").utf8)) else {
+        guard fm.createFile(atPath: temp, contents: Data((saved.prettyString() + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
             throw PeerError("cannot write report \(temp)")
         }
         _ = rename(temp, path(id))

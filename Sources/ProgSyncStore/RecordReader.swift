@@ -175,7 +175,13 @@ final class RecordReader: Sendable {
         UNION ALL
         SELECT 1, field, value, stamp, origin, seq FROM conflicts WHERE record = ?1
         """
-    static let authorSQL = "SELECT author FROM commits WHERE origin = ? AND seq = ?"
+    /// A commit's author as this node shows it: the name behind one of its own pseudonyms, else
+    /// the author the commit carries. Keyed by origin, so a partner cannot borrow our pseudonyms.
+    static let authorSQL = """
+        SELECT coalesce(l.name, c.author) FROM commits c
+        LEFT JOIN local_authors l ON l.origin = c.origin AND l.pseudonym = c.author
+        WHERE c.origin = ?1 AND c.seq = ?2
+        """
 
     /// Sets each winner's author; a record's fields mostly come from one or two commits.
     static func fillAuthors(_ rows: inout [StoredFieldRow], lookup: (String, UInt64) throws -> String?) rethrows {

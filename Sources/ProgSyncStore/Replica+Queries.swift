@@ -171,12 +171,21 @@ extension Replica {
         }
     }
 
-    /// The author of the commit that wrote a version.
+    /// The author of a commit as this node shows it: names behind its own pseudonyms resolved.
     public func author(of ref: CommitRef) throws -> String? {
         try pool.read { db in
             try String.fetchOne(
-                db.cachedStatement(sql: "SELECT author FROM commits WHERE origin = ? AND seq = ?"),
-                arguments: [ref.origin.rawValue, Int64(ref.seq)])
+                db.cachedStatement(sql: RecordReader.authorSQL),
+                arguments: [ref.origin.rawValue, Int64(bitPattern: ref.seq)])
+        }
+    }
+
+    /// Remembers the name behind a pseudonym this node puts on its commits; kept on this node only.
+    public func rememberLocalAuthor(pseudonym: String, name: String) throws {
+        try pool.write { db in
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO local_authors (origin, pseudonym, name) VALUES (?, ?, ?)",
+                arguments: [nodeID.rawValue, pseudonym, name])
         }
     }
 }

@@ -142,6 +142,18 @@ extension Replica {
                 try db.execute(sql: "INSERT INTO causal_pasts (origin, past) VALUES (?, ?)", arguments: [origin, past.text])
             }
         }
+        migrator.registerMigration("v6-local-authors") { db in
+            // Who this node's pseudonymous commit authors are (author.share: pseudonym). Local
+            // only: never replicated, so partners see the pseudonym and this node the name.
+            try db.execute(sql: """
+                CREATE TABLE local_authors (
+                    origin TEXT NOT NULL,
+                    pseudonym TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    PRIMARY KEY (origin, pseudonym)
+                ) WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 }

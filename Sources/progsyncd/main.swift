@@ -41,6 +41,8 @@ struct Run: AsyncParsableCommand {
     var logLevel: String?
 
     func run() async throws {
+        // Whatever the daemon creates (replica, reports, registry) is for its own user only.
+        umask(0o077)
         var providers: [any ConfigProvider] = [EnvironmentVariablesProvider()]
         if let config {
             guard FileManager.default.fileExists(atPath: config) else { throw ValidationError("no configuration file at \(config)") }
@@ -90,6 +92,7 @@ struct Init: ParsableCommand {
     }
 
     func run() throws {
+        umask(0o077)
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let node: NodeFiles.StoredIdentity
         let tls: NodeTLSIdentity

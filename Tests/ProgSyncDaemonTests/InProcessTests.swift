@@ -22,21 +22,15 @@ struct InProcessTests {
         let run = Task { try await daemon.run() }
         defer { run.cancel() }
 
-        let client = try HTTPClient(configuration: HTTPClientConfiguration(
-            unixSocketPath: configuration.socketPath, connectTimeout: .seconds(2), requestTimeout: .seconds(30)))
+        let client = try InProcessClient(socketPath: configuration.socketPath)
         defer { client.shutdown() }
-        func send(_ method: String, _ path: String, _ body: JSONValue? = nil) async throws -> (Int, JSONValue) {
-            let response = try await client.send(HTTPClientRequest(
-                method: method, url: "http://localhost" + path, body: body?.canonicalBytes))
-            return (response.status, (try? JSONParser.parse(response.body)) ?? .null)
-        }
-        let ready = await eventually(timeout: 20) { (try? await send("GET", "/v1/status").0) == 200 }
+        let ready = await eventually(timeout: 20) { (try? await client.send("GET", "/v1/status").0) == 200 }
         #expect(ready, "the in-process daemon did not answer")
-        let (status, json) = try await send("GET", "/v1/status")
+        let (status, json) = try await client.send("GET", "/v1/status")
         #expect(status == 200 && json["node"]?.stringValue == daemon.node.identity.id.rawValue)
         #expect(json["records"]?["total"]?.intValue == 0)
 
-        let (created, _) = try await send("PUT", "/v1/records/inproc.al1", ["kind": "action-line", "number": 1, "title": "In het proces"])
+        let (created, _) = try await client.send("PUT", "/v1/records/inproc.al1", ["kind": "action-line", "number": 1, "title": "In het proces"])
         #expect(created == 201)
         #expect(try daemon.replica.fields(ofRecord: "inproc.al1")["title"]?.value == "In het proces")
 
@@ -49,4 +43,21 @@ struct InProcessTests {
         _ = try? await run.value
         #expect(stopped, "the socket is still there after the daemon stopped")
     }
+}
+
+/// A client on an in-process daemon's socket: status and JSON body (null when not JSON).
+struct InProcessClient {
+    let client: HTTPClient
+
+    init(socketPath: String) throws {
+        client = try HTTPClient(configuration: HTTPClientConfiguration(
+            unixSocketPath: socketPath, connectTimeout: .seconds(2), requestTimeout: .seconds(30)))
+    }
+
+    func send(_ method: String, _ path: String, _ body: JSONValue? = nil) async throws -> (Int, JSONValue) {
+        let response = try await client.send(HTTPClientRequest(method: method, url: "http://localhost" + path, body: body?.canonicalBytes))
+        return (response.status, (try? JSONParser.parse(response.body)) ?? .null)
+    }
+
+    func shutdown() { client.shutdown() }
 }

@@ -5,6 +5,10 @@ import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
+#if canImport(CoreFoundation)
+// `struct stat` can be owned by CoreFoundation's module map, depending on build order.
+import CoreFoundation
+#endif
 
 /// Starting, stopping and the data folder: each test runs its own daemon.
 @Suite(.serialized)

@@ -33,7 +33,7 @@ struct OpenAPITests {
             replica: replica, node: NodeFiles.StoredIdentity(identity: identity, org: "jenv", name: nil), limits: .init(), events: events,
             committer: GroupCommitter(replica: replica, events: events), peers: [],
             reconciler: Reconciler(replica: replica, peers: [], reports: reports, events: events, logger: Logger(label: "openapi-test")),
-            reports: reports, inbound: InboundContact())
+            reports: reports, inbound: InboundContact(), authors: CommitAuthors(sharing: .pseudonym, replica: replica))
         let router = Router(context: LocalRequestContext.self)
         api.addRoutes(to: router)
         return Set(router.routes.map { Route(method: $0.method.rawValue, path: $0.path.description) })

@@ -98,7 +98,7 @@ import Glibc
             }
         }
         var conflictLists: [String] = []
-        for name in net.order { conflictLists.append(try await net.request(name, "GET", "/v1/conflicts").1.canonicalString) }
+        for name in net.order { conflictLists.append(try await net.conflictsToCompare(name)) }
         #expect(Set(conflictLists).count == 1, "nodes list different conflicts")
 
         // "record~field" → origin → that origin's last acknowledged write (edits are in each node's order).

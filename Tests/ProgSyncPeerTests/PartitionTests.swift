@@ -297,7 +297,7 @@ import Glibc
 
         // Every node lists the same conflicts.
         var conflictLists: [String] = []
-        for name in net.order { conflictLists.append(try await net.request(name, "GET", "/v1/conflicts").1.canonicalString) }
+        for name in net.order { conflictLists.append(try await net.conflictsToCompare(name)) }
         #expect(Set(conflictLists).count == 1, "nodes list different conflicts")
         let conflicts = try await net.request("jenv", "GET", "/v1/conflicts").1["conflicts"]?.arrayValue ?? []
         var frontier: [String: [(origin: String, stamp: UInt64, value: JSONValue)]] = [:]

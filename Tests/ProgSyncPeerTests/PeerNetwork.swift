@@ -142,6 +142,22 @@ final class PeerNetwork: @unchecked Sendable {
 
     // MARK: Talking to nodes
 
+    /// `GET /v1/conflicts` as every node must list it: without authors, since a node shows the
+    /// name behind its own pseudonyms (author.share) where partners show the pseudonym.
+    func conflictsToCompare(_ name: String) async throws -> String {
+        let conflicts = try await request(name, "GET", "/v1/conflicts").1["conflicts"]?.arrayValue ?? []
+        let stripped = conflicts.map { conflict -> JSONValue in
+            guard case .object(var o) = conflict else { return conflict }
+            o["versions"] = .array((o["versions"]?.arrayValue ?? []).map { version in
+                guard case .object(var v) = version else { return version }
+                v["author"] = nil
+                return .object(v)
+            })
+            return .object(o)
+        }
+        return JSONValue.array(stripped).canonicalString
+    }
+
     func request(_ name: String, _ method: String, _ path: String, _ body: JSONValue? = nil) async throws -> (Int, JSONValue) {
         let response = try await nodes[name]!.client.send(HTTPClientRequest(
             method: method, url: "http://localhost" + path, body: body?.canonicalBytes))

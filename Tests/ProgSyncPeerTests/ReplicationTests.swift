@@ -71,7 +71,7 @@ import Glibc
 
         // The same conflicts everywhere, and every competing value is an acknowledged write.
         var conflictSets: [String] = []
-        for name in net.order { conflictSets.append(try await net.request(name, "GET", "/v1/conflicts").1.canonicalString) }
+        for name in net.order { conflictSets.append(try await net.conflictsToCompare(name)) }
         #expect(Set(conflictSets).count == 1, "nodes list different conflicts")
         let conflicts = try await net.request("comensha", "GET", "/v1/conflicts").1["conflicts"]?.arrayValue ?? []
         let ackedValues = Set(acks.map { "\($0.record)|\($0.field)|\($0.value.canonicalString)|\($0.origin)" })
