@@ -34,9 +34,14 @@ public enum CommitRules {
     public static let maxChangesPerCommit = 10_000
     public static let maxAuthorBytes = 256
 
-    /// Shape and schema: every change is a valid field of a valid record id, once per commit.
-    public static func validate(_ commit: Commit) -> CommitVerdict? {
-        if commit.seq == 0 { return CommitVerdict(.invalid, "seq must start at 1") }
+    /// Every seq a commit names (its own, `supersedes`, `ownerRefs`) lies in 1..<2^63: stored as
+    /// SQLite integers and used in arithmetic, so a larger one is refused where it enters.
+    public static let seqRange: Range<UInt64> = 1..<(1 << 63)
+
+    /// The envelope: what must hold before a commit may be held, restored, counted or stored.
+    /// Checked on the bytes alone (no key needed), so junk never reaches the held or log tables.
+    public static func validateEnvelope(_ commit: Commit) -> CommitVerdict? {
+        guard seqRange.contains(commit.seq) else { return CommitVerdict(.invalid, "seq \(commit.seq) is outside 1..<2^63") }
         if commit.changes.isEmpty { return CommitVerdict(.invalid, "a commit must change at least one field") }
         if commit.changes.count > maxChangesPerCommit {
             return CommitVerdict(.invalid, "more than \(maxChangesPerCommit) changes in one commit")
@@ -45,6 +50,20 @@ public enum CommitRules {
         if (commit.seq == 1) != commit.prev.isEmpty || (!commit.prev.isEmpty && commit.prev.count != 32) {
             return CommitVerdict(.invalid, "prev hash does not fit seq \(commit.seq)")
         }
+        for (record, ref) in commit.ownerRefs where !seqRange.contains(ref.seq) {
+            return CommitVerdict(.invalid, "owner reference for \(record.prefix(140)) has seq \(ref.seq) outside 1..<2^63")
+        }
+        for change in commit.changes {
+            for ref in change.supersedes where !seqRange.contains(ref.seq) {
+                return CommitVerdict(.invalid, "supersedes \(ref.origin)/\(ref.seq), outside 1..<2^63")
+            }
+        }
+        return nil
+    }
+
+    /// Envelope, shape and schema: every change is a valid field of a valid record id, once per commit.
+    public static func validate(_ commit: Commit) -> CommitVerdict? {
+        if let verdict = validateEnvelope(commit) { return verdict }
         struct FieldKey: Hashable {
             let record: String
             let field: String

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Logging
 import ProgSyncCore
 
 /// One write transaction's work: authenticate, check, merge and record commits. It starts from a
@@ -16,6 +17,9 @@ struct ApplyContext {
     var clockMoved = false
     var releasedFromClockGuard = Set<[UInt8]>()
     var ownerCache: [CommitRef: Commit] = [:]
+    /// Origins whose held or refused rows grew in this transaction: checked against the limits.
+    var heldOrigins = Set<String>()
+    var rejectedOrigins = Set<String>()
     /// The apply path's statements, looked up once per transaction: GRDB's statement cache
     /// hashes the SQL text on every lookup, and these run for every commit.
     private var hotStatements = [Statement?](repeating: nil, count: HotStatement.count)
@@ -92,7 +96,14 @@ struct ApplyContext {
     /// of each contiguous run (the hash links authenticate the rest, §6).
     mutating func ingest(_ commits: [SignedCommit], fromHeld: Bool) throws {
         var byOrigin: [NodeID: [SignedCommit]] = [:]
-        for c in commits { byOrigin[c.commit.origin, default: []].append(c) }
+        for c in commits {
+            // The envelope first: a seq outside 1..<2^63 must not reach a hold, a restore or a count.
+            if let verdict = CommitRules.validateEnvelope(c.commit) {
+                try reject(c, verdict, fromHeld: fromHeld)
+                continue
+            }
+            byOrigin[c.commit.origin, default: []].append(c)
+        }
         for origin in byOrigin.keys.sorted() {
             var group = byOrigin[origin]!
             group.sort { $0.commit.seq < $1.commit.seq }
@@ -107,15 +118,14 @@ struct ApplyContext {
             }
             return
         }
+        let group = try withoutImpostors(group, node: node, fromHeld: fromHeld)
         var run: [SignedCommit] = []
         var expectedSeq = (state.heads[origin]?.seq ?? 0) + 1
         var expectedPrev = state.heads[origin]?.hash ?? []
         var index = 0
-        var seenHashes = Set<[UInt8]>()
         while index < group.count {
             let c = group[index]
             index += 1
-            guard seenHashes.insert(c.hash).inserted else { continue }
             let seq = c.commit.seq
             if seq < expectedSeq {
                 if run.contains(where: { $0.commit.seq == seq }) {
@@ -128,9 +138,7 @@ struct ApplyContext {
             }
             if seq > expectedSeq {
                 try flush(&run, node: node, fromHeld: fromHeld)
-                for rest in group[(index - 1)...] where !run.contains(where: { $0.hash == rest.hash }) {
-                    try holdOrSkip(rest, CommitVerdict(.gap, "waiting for \(origin)/\(expectedSeq)"), fromHeld: fromHeld)
-                }
+                try holdAuthentic(group[(index - 1)...], CommitVerdict(.gap, "waiting for \(origin)/\(expectedSeq)"), node: node, fromHeld: fromHeld)
                 return
             }
             if c.commit.prev != expectedPrev {
@@ -147,6 +155,69 @@ struct ApplyContext {
             expectedPrev = c.hash
         }
         try flush(&run, node: node, fromHeld: fromHeld)
+    }
+
+    /// One commit per hash, and where several claim one seq, only those the origin really signed:
+    /// a junk commit with the right `prev` must not displace the genuine one, nor get an honest
+    /// origin logged as forking. Genuine rivals (a real fork) stay, lowest hash first, so every
+    /// node keeps the same one.
+    mutating func withoutImpostors(_ group: [SignedCommit], node: PartnerRegistry.Node, fromHeld: Bool) throws -> [SignedCommit] {
+        var seen = Set<[UInt8]>()
+        let unique = group.filter { seen.insert($0.hash).inserted }
+        var out: [SignedCommit] = []
+        out.reserveCapacity(unique.count)
+        var i = 0
+        while i < unique.count {
+            var j = i + 1
+            while j < unique.count, unique[j].commit.seq == unique[i].commit.seq { j += 1 }
+            if j - i == 1 {
+                out.append(unique[i])
+            } else {
+                var genuine: [SignedCommit] = []
+                for c in unique[i..<j] {
+                    if c.hasValidSignature(publicKey: node.publicKey) {
+                        genuine.append(c)
+                    } else {
+                        try reject(c, CommitVerdict(.badSignature, "signature does not verify with \(c.commit.origin)'s key"), fromHeld: fromHeld)
+                    }
+                }
+                out += genuine.sorted { $0.hash.lexicographicallyPrecedes($1.hash) }
+            }
+            i = j
+        }
+        return out
+    }
+
+    /// Holds commits that wait for an earlier one, after checking that the origin signed them:
+    /// junk is refused, not held. A hash-linked run is authenticated by its newest signature (§6);
+    /// commits from the held table were checked when they were held.
+    mutating func holdAuthentic(_ commits: ArraySlice<SignedCommit>, _ verdict: CommitVerdict, node: PartnerRegistry.Node, fromHeld: Bool) throws {
+        let commits = Array(commits)
+        var authentic = [Bool](repeating: fromHeld, count: commits.count)
+        if !fromHeld {
+            var start = 0
+            while start < commits.count {
+                var end = start + 1
+                while end < commits.count, commits[end].commit.seq == commits[end - 1].commit.seq + 1,
+                    commits[end].commit.prev == commits[end - 1].hash
+                {
+                    end += 1
+                }
+                if commits[end - 1].hasValidSignature(publicKey: node.publicKey) {
+                    for k in start..<end { authentic[k] = true }
+                } else {
+                    for k in start..<end { authentic[k] = commits[k].hasValidSignature(publicKey: node.publicKey) }
+                }
+                start = end
+            }
+        }
+        for (k, c) in commits.enumerated() {
+            if authentic[k] || c.commit.seq <= (state.heads[c.commit.origin]?.seq ?? 0) {
+                try holdOrSkip(c, verdict, fromHeld: fromHeld)
+            } else {
+                try reject(c, CommitVerdict(.badSignature, "signature does not verify with \(c.commit.origin)'s key"), fromHeld: fromHeld)
+            }
+        }
     }
 
     /// A seq at or below the head: the same commit again is a no-op, another one is refused.
@@ -229,8 +300,8 @@ struct ApplyContext {
                 continue
             }
             if i > authentic {
-                try holdOrSkip(c, CommitVerdict(.gap, "waiting for \(c.commit.origin)/\(run[authentic].commit.seq)"), fromHeld: fromHeld)
-                continue
+                try holdAuthentic(run[i...], CommitVerdict(.gap, "waiting for \(c.commit.origin)/\(run[authentic].commit.seq)"), node: node, fromHeld: fromHeld)
+                return
             }
             if let verdict = holdVerdict(c) {
                 for rest in run[i...] {
@@ -480,6 +551,7 @@ struct ApplyContext {
                 Data(c.hash), c.commit.origin.rawValue, Int64(c.commit.seq), Int64(bitPattern: c.commit.stamp.rawValue),
                 verdict.reason.rawValue, verdict.detail, Int64(now), Data(c.canonicalBytes), Data(c.signature),
             ])
+        heldOrigins.insert(c.commit.origin.rawValue)
         if !fromHeld {
             report.held.append(HeldCommit(ref: c.ref, hash: c.hash, stamp: c.commit.stamp, reason: verdict.reason, detail: verdict.detail, receivedAt: now))
         }
@@ -508,10 +580,41 @@ struct ApplyContext {
         try db.cachedStatement(sql: """
             INSERT OR IGNORE INTO rejected (origin, seq, hash, reason, detail, at, body, sig) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
             """).execute(arguments: [
-                c.commit.origin.rawValue, Int64(c.commit.seq), Data(c.hash), verdict.reason.rawValue, verdict.detail,
+                // Clamped: a commit refused for its seq is still logged (the detail names the seq).
+                c.commit.origin.rawValue, Int64(clamping: c.commit.seq), Data(c.hash), verdict.reason.rawValue, verdict.detail,
                 Int64(now), Data(c.canonicalBytes), Data(c.signature),
             ])
         report.rejected.append(RejectedCommit(ref: c.ref, hash: c.hash, reason: verdict.reason, detail: verdict.detail, at: now))
+        rejectedOrigins.insert(c.commit.origin.rawValue)
+    }
+
+    /// Keeps the held and refused tables within `ReplicaConfiguration.limits`, dropping the oldest.
+    mutating func trimHeldAndRejected() throws {
+        let limits = replica.configuration.limits
+        let logger = replica.configuration.logger
+        for origin in heldOrigins.sorted() {
+            let known = NodeID(origin).flatMap { registry.node($0) } != nil
+            // Unknown origins share one allowance: anyone can make a new key.
+            let (scope, arguments, cap): (String, StatementArguments, Int) = known
+                ? ("origin = ?", [origin], limits.heldPerOrigin)
+                : ("reason = 'unknown-key'", [], limits.heldUnknownOrigins)
+            let count = try Int.fetchOne(db, sql: "SELECT count(*) FROM held WHERE \(scope)", arguments: arguments) ?? 0
+            guard count > cap else { continue }
+            try db.execute(
+                sql: "DELETE FROM held WHERE hash IN (SELECT hash FROM held WHERE \(scope) ORDER BY received_at, seq DESC LIMIT ?)",
+                arguments: arguments + [count - cap])
+            logger.warning("held commits over the limit: dropped the oldest", metadata: [
+                "origin": "\(known ? origin : "unknown origins")", "dropped": "\(count - cap)", "limit": "\(cap)"])
+        }
+        for origin in rejectedOrigins.sorted() {
+            let count = try Int.fetchOne(db, sql: "SELECT count(*) FROM rejected WHERE origin = ?", arguments: [origin]) ?? 0
+            guard count > limits.rejectedPerOrigin else { continue }
+            try db.execute(
+                sql: "DELETE FROM rejected WHERE id IN (SELECT id FROM rejected WHERE origin = ? ORDER BY id LIMIT ?)",
+                arguments: [origin, count - limits.rejectedPerOrigin])
+            logger.warning("refused commits over the limit: dropped the oldest", metadata: [
+                "origin": "\(origin)", "dropped": "\(count - limits.rejectedPerOrigin)", "limit": "\(limits.rejectedPerOrigin)"])
+        }
     }
 
     /// Feeds held commits back through `ingest` until no origin's head moves.
@@ -542,6 +645,7 @@ struct ApplyContext {
     // MARK: Bookkeeping
 
     mutating func flush() throws {
+        try trimHeldAndRejected()
         if dirtyBuckets.contains(where: { $0 != 0 }) {
             let statement = try db.cachedStatement(sql: "INSERT OR REPLACE INTO digest_buckets (bucket, sum) VALUES (?, ?)")
             for (word, bits) in dirtyBuckets.enumerated() where bits != 0 {

@@ -17,11 +17,27 @@ public struct ReplicaConfiguration: Sendable {
     public var registry: PartnerRegistry
     public var maxClockOffsetMilliseconds: UInt64
     public var now: @Sendable () -> UInt64
+    /// Bounds on what partners can make this node keep: a misbehaving or unknown origin must not
+    /// fill the disk through the held and refused tables. The oldest rows go first, with a log line.
+    public var limits: Limits
+    public var logger: Logger
+
+    public struct Limits: Sendable {
+        /// Held commits per known origin (gaps, missing dependencies, clock ahead).
+        public var heldPerOrigin = 100_000
+        /// Held commits from origins nobody knows, all together: anyone can make a new key.
+        public var heldUnknownOrigins = 10_000
+        /// Refused commits kept per origin.
+        public var rejectedPerOrigin = 10_000
+        public init() {}
+    }
 
     public init(
         path: String, identity: NodeIdentity, org: String, registry: PartnerRegistry,
         maxClockOffsetMilliseconds: UInt64 = 5 * 60 * 1000,
-        now: @escaping @Sendable () -> UInt64 = Replica.wallClockMilliseconds
+        now: @escaping @Sendable () -> UInt64 = Replica.wallClockMilliseconds,
+        limits: Limits = Limits(),
+        logger: Logger = Logger(label: "progsync.replica")
     ) {
         self.path = path
         self.identity = identity
@@ -29,6 +45,8 @@ public struct ReplicaConfiguration: Sendable {
         self.registry = registry
         self.maxClockOffsetMilliseconds = maxClockOffsetMilliseconds
         self.now = now
+        self.limits = limits
+        self.logger = logger
     }
 }
 
@@ -187,9 +205,18 @@ public final class Replica: Sendable {
                 guard (0..<ReplicaDigest.bucketCount).contains(i) else { continue }
                 buckets[i] = BucketSum(bytes: [UInt8](row[1] as Data))
             }
+            // The persisted clock (whose receives were capped at the clock guard) and this node's
+            // own newest stamp; never another origin's stamp, or one far-ahead commit released
+            // from quarantine would drag every later local commit into the future (#11).
             let persisted = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'clock'") ?? 0
-            let maxStamp = try Int64.fetchOne(db, sql: "SELECT max(stamp) FROM commits") ?? 0
-            let clock = HybridLogicalClock(last: Stamp(rawValue: UInt64(bitPattern: max(persisted, maxStamp))))
+            let ownNewest = try Int64.fetchOne(
+                db, sql: "SELECT stamp FROM commits WHERE origin = ? ORDER BY seq DESC LIMIT 1",
+                arguments: [configuration.identity.id.rawValue]) ?? 0
+            // A persisted clock already dragged by an older build is cut back to the guard; own
+            // stamps stay increasing through `ownNewest`.
+            let guardStamp = Stamp(milliseconds: configuration.now() &+ configuration.maxClockOffsetMilliseconds, counter: 0)
+            let clock = HybridLogicalClock(last: max(
+                min(Stamp(rawValue: UInt64(bitPattern: persisted)), guardStamp), Stamp(rawValue: UInt64(bitPattern: ownNewest))))
             let lastLSN = try Int64.fetchOne(db, sql: "SELECT max(lsn) FROM commits") ?? 0
             return State(heads: heads, buckets: buckets, clock: clock, registry: configuration.registry, lastLSN: lastLSN)
         }

@@ -55,13 +55,15 @@ struct TestNetwork {
     func path(_ name: String) -> String { folder.appendingPathComponent("\(name).sqlite").path }
 
     /// Opens the replica of a registered node, or of an observer that writes nothing.
-    func replica(_ name: String, inMemory: Bool = false, clockOffset: Int64 = 0) throws -> Replica {
+    func replica(
+        _ name: String, inMemory: Bool = false, clockOffset: Int64 = 0, limits: ReplicaConfiguration.Limits = .init()
+    ) throws -> Replica {
         let identity = identities[name] ?? NodeIdentity()
         let clock = self.clock
         return try Replica(configuration: ReplicaConfiguration(
             path: inMemory ? ":memory:" : path(name), identity: identity, org: orgs[name] ?? "observer",
             registry: registry,
-            now: { UInt64(Int64(clock.now) + clockOffset) }))
+            now: { UInt64(Int64(clock.now) + clockOffset) }, limits: limits))
     }
 
     func cleanUp() { try? FileManager.default.removeItem(at: folder) }
