@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build needs from Debian when it is missing: libcurl's and zlib's headers (the
-# HTTP client, bundles); with --test also faketime and iproute2 (clock-skew and partition tests);
+# HTTP client, bundles); with --test also faketime and iproute2 (clock-skew and partition tests)
+# and LibreOffice Calc, headless (the spreadsheet round-trip test);
 # with --bench nginx-light. Safe to run again.
 set -euo pipefail
 need=()
@@ -9,6 +10,7 @@ dpkg -s zlib1g-dev >/dev/null 2>&1 || need+=(zlib1g-dev)
 if [ "${1:-}" = "--test" ]; then
     command -v faketime >/dev/null 2>&1 || need+=(faketime)
     command -v ip >/dev/null 2>&1 || need+=(iproute2)
+    command -v soffice >/dev/null 2>&1 || need+=(libreoffice-calc-nogui)
 fi
 if [ "${1:-}" = "--bench" ]; then
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)

@@ -7,9 +7,10 @@ struct BundleCommand: AsyncParsableCommand {
         commandName: "bundle",
         abstract: "Carry commits between nodes by hand, as a file, when there is no network.",
         discussion: """
-            A bundle is compressed, names the node that wrote it and ends with a checksum; a \
-            damaged or altered bundle is refused whole. Importing verifies every commit exactly \
-            as if it came over the network.
+            A bundle is compressed, names the node that wrote it and ends with a checksum and \
+            that node's signature; a damaged or altered bundle is refused whole. Importing \
+            verifies every commit exactly as if it came over the network, and trusts what the \
+            bundle says its writer holds only when the signature matches the registry.
 
             Examples:
               progsync bundle export --peer politie -o naar-politie.psb
@@ -109,6 +110,9 @@ extension BundleCommand {
                 """)
             for h in held { Console.outLine("  held \(h["commit"]?.stringValue ?? "?"): \(h["reason"]?.stringValue ?? "") \(h["detail"]?.stringValue ?? "")") }
             for r in rejected { Console.outLine("  rejected \(r["commit"]?.stringValue ?? "?"): \(r["reason"]?.stringValue ?? "") \(r["detail"]?.stringValue ?? "")") }
+            if answer["headerVerified"] == false {
+                Console.outLine("  header not verified (\(answer["headerNote"]?.stringValue ?? "no signature")): what it says the writer holds was not recorded")
+            }
             Console.outLine("digest \(answer["digest"]?.stringValue ?? "?")")
         }
     }

@@ -147,6 +147,24 @@ public enum CSV {
         return semicolons > commas ? UInt8(ascii: ";") : UInt8(ascii: ",")
     }
 
+    /// What a cell may start with that Excel or Calc would read as a formula (`=`, `+`, `-`,
+    /// `@`, and tab or CR, which Excel skips before one), plus `'`, the guard itself.
+    static let guardedStarts: Set<Character> = ["=", "+", "-", "@", "\t", "\r", "\r\n", "'"]
+
+    /// A cell a spreadsheet keeps as text: one that starts like a formula gets a leading `'`,
+    /// which Excel and Calc show and save back as part of the text. Because a cell that already
+    /// starts with `'` gets one too, `unguarded` undoes it exactly.
+    public static func guarded(_ cell: String) -> String {
+        guard let first = cell.first, guardedStarts.contains(first) else { return cell }
+        return "'" + cell
+    }
+
+    /// The cell as it was before `guarded`; only for files the exporter wrote (they carry the
+    /// basis column), since a hand-made sheet has no guards to take off.
+    public static func unguarded(_ cell: String) -> String {
+        cell.first == "'" ? String(cell.dropFirst()) : cell
+    }
+
     /// One field as it appears in the file.
     /// Looks at scalars, not Characters: a combining mark after a quote or delimiter makes one
     /// Character that the reader still sees as a quote or delimiter.

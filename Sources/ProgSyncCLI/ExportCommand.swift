@@ -8,8 +8,12 @@ struct ExportCommand: AsyncParsableCommand {
         discussion: """
             JSON is the sample format (records sorted by id, 2-space indent, UTF-8). CSV is what \
             Excel expects: UTF-8 with a byte order mark, CRLF line ends, columns \
-            \(RecordFile.csvColumns.joined(separator: ",")). Exporting, importing and exporting \
-            again gives the same bytes. Deleted records are left out unless --deleted is given.
+            \(RecordFile.csvColumns.joined(separator: ",")). The basis column names the version \
+            each value was exported from: keep it, so that an import writes only the cells you \
+            edited and shows a conflict where a value changed here in the meantime. Text that \
+            starts with = + - @ or ' gets a leading ' so a spreadsheet keeps it as text; the \
+            import takes it off. Exporting, importing and exporting again gives the same bytes. \
+            Deleted records are left out unless --deleted is given.
 
             Examples:
               progsync export -o programme.json
@@ -32,7 +36,9 @@ struct ExportCommand: AsyncParsableCommand {
     func run() async throws {
         let api = try options.api()
         var progress = Progress(enabled: output != nil && output != "-")
-        let values = try await api.allRecords(query: filters.queryItems) { done, total in
+        // A CSV names the version of each value it holds, so that importing it writes only what was edited.
+        let basis = resolvedFormat == .csv ? [("basis", "true")] : []
+        let values = try await api.allRecords(query: filters.queryItems + basis) { done, total in
             if total >= 2000 { progress.update("fetching \(done)/\(total) records") }
         }
         let records = values.compactMap(FlatRecord.init(apiRecord:))

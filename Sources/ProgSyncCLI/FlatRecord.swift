@@ -5,10 +5,14 @@ public struct FlatRecord: Sendable, Equatable {
     public var id: String
     /// Every field except `id`.
     public var fields: [String: JSONValue]
+    /// Field → the version (`origin/seq`) each value was exported from; nil when not known
+    /// (a hand-made file). The import writes only what differs from it (see `ImportPlan`).
+    public var basis: [String: String]?
 
-    public init(id: String, fields: [String: JSONValue]) {
+    public init(id: String, fields: [String: JSONValue], basis: [String: String]? = nil) {
         self.id = id
         self.fields = fields
+        self.basis = basis
     }
 
     public subscript(field: String) -> JSONValue? {
@@ -27,7 +31,8 @@ public struct FlatRecord: Sendable, Equatable {
     public init?(apiRecord value: JSONValue) {
         guard let object = value.objectValue, let id = object["id"]?.stringValue else { return nil }
         if let fields = object["fields"]?.objectValue {
-            self.init(id: id, fields: fields)
+            let basis = object["basis"]?.objectValue?.compactMapValues(\.stringValue)
+            self.init(id: id, fields: fields, basis: basis)
         } else {
             var fields = object
             fields["id"] = nil
@@ -35,10 +40,11 @@ public struct FlatRecord: Sendable, Equatable {
         }
     }
 
-    /// The flat JSON object with `id` (used in the import body).
+    /// The flat JSON object with `id`, and `basis` when known (the import body's record).
     public var flatJSON: JSONValue {
         var object = fields
         object["id"] = .string(id)
+        if let basis { object["basis"] = .object(basis.mapValues(JSONValue.string)) }
         return .object(object)
     }
 

@@ -19,6 +19,12 @@ struct ImportCommand: AsyncParsableCommand {
             nothing is sent. Otherwise every record is sent in one request, and the daemon \
             applies all or none of it.
 
+            Only cells that differ are written. A CSV from progsync export carries a basis \
+            column (the version each value was exported from): a cell you edited whose field \
+            was also changed on this node since the export is written as a conflict, kept next \
+            to the newer value (see progsync conflicts list), never over it. A file without \
+            a basis column writes every cell that differs from this node's value.
+
             Examples:
               progsync import programme-2021.json
               progsync import acties.csv
@@ -90,10 +96,35 @@ struct ImportCommand: AsyncParsableCommand {
         if options.json {
             Console.outLine(result.prettyString())
         } else {
-            Console.outLine(
-                "imported \(HumanFormat.int(result["records"])) records from \(name): "
-                    + "\(HumanFormat.int(result["commits"])) commits, \(HumanFormat.int(result["changes"])) field changes"
-            )
+            Console.outLine(Self.summary(result, file: name).joined(separator: "\n"))
         }
+    }
+
+    /// The lines printed for an import answer: cells changed and unchanged, each collision,
+    /// and a note when (some) rows had no basis.
+    static func summary(_ result: JSONValue, file name: String) -> [String] {
+        let records = result["records"]?.intValue ?? 0
+        let collisions = result["collisions"]?.arrayValue ?? []
+        var lines = [
+            "imported \(HumanFormat.int(result["records"])) records from \(name): "
+                + "\(HumanFormat.int(result["changed"])) cells changed, \(HumanFormat.int(result["unchanged"])) unchanged, "
+                + "\(collisions.count) collided with newer edits (\(HumanFormat.int(result["commits"])) commits)"
+        ]
+        for c in collisions {
+            let cell = "\(c["record"]?.stringValue ?? "?") \(c["field"]?.stringValue ?? "?")"
+            lines.append(
+                c["outcome"]?.stringValue == "conflict"
+                    ? "  \(cell): changed here since the export; both values kept as a conflict (progsync conflicts list)"
+                    : "  \(cell): set here since the export (it was empty); the file's value was not imported")
+        }
+        switch result["withBasis"]?.intValue ?? 0 {
+        case 0:
+            lines.append("note: \(name) names no basis (a CSV from progsync export does, in its basis column): every cell that differs from this node's value was written")
+        case let n where n < records:
+            lines.append("note: \(records - n) rows had no basis (added by hand): their cells were written where they differ from this node's value")
+        default:
+            break
+        }
+        return lines
     }
 }

@@ -52,11 +52,14 @@ public enum RecordFile {
         "owner", "partners", "due", "links", "deleted",
     ]
 
-    /// CSV columns, in order.
+    /// CSV columns, in order. The last, `basis`, is not a field: it names the version each
+    /// value was exported from (see `basisCell`).
     public static let csvColumns = [
         "id", "kind", "actionLine", "result", "number", "title", "theme", "status", "owner",
-        "partners", "due", "links", "explanation", "deleted",
+        "partners", "due", "links", "explanation", "deleted", basisColumn,
     ]
+
+    public static let basisColumn = "basis"
 
     /// List items in a CSV cell are joined with this.
     public static let csvListSeparator = "; "
@@ -85,16 +88,62 @@ public enum RecordFile {
     }
 
     /// CSV for Excel: UTF-8 with a byte order mark, CRLF line ends, the columns of
-    /// ``csvColumns``, records sorted by id.
+    /// ``csvColumns``, records sorted by id. Every cell is `CSV.guarded`, so text that starts
+    /// like a formula stays text in a spreadsheet.
     public static func exportCSV(_ records: [FlatRecord]) -> [UInt8] {
         let sorted = records.sorted { byteOrder($0.id, $1.id) }
         var text = CSV.line(csvColumns)
         for record in sorted {
             text += CSV.line(csvColumns.map { column in
-                column == "id" ? record.id : csvCell(record.fields[column], field: column)
+                let cell = switch column {
+                case "id": record.id
+                case basisColumn: basisCell(record.basis)
+                default: csvCell(record.fields[column], field: column)
+                }
+                return CSV.guarded(cell)
             })
         }
         return CSV.byteOrderMark + Array(text.utf8)
+    }
+
+    /// The basis column's cell: each version once, with the fields it holds, as
+    /// `origin/seq:field,field origin/seq:field` (fields in column order). It starts with a
+    /// letter or digit and holds `/` and `:` between letters, so no spreadsheet takes it for a
+    /// number, date or formula.
+    public static func basisCell(_ basis: [String: String]?) -> String {
+        guard let basis else { return "" }
+        func rank(_ field: String) -> Int { csvColumns.firstIndex(of: field) ?? csvColumns.count }
+        let fields = basis.keys.sorted { (rank($0), $0) < (rank($1), $1) }
+        var groups: [(ref: String, fields: [String])] = []
+        for field in fields {
+            let ref = basis[field]!
+            if let i = groups.firstIndex(where: { $0.ref == ref }) {
+                groups[i].fields.append(field)
+            } else {
+                groups.append((ref, [field]))
+            }
+        }
+        return groups.map { "\($0.ref):\($0.fields.joined(separator: ","))" }.joined(separator: " ")
+    }
+
+    /// Reads a basis cell back; nil for an empty cell (a row added by hand).
+    public static func basis(fromCell cell: String) throws(FieldInputError) -> [String: String]? {
+        let text = cell.trimmingWhitespace
+        guard !text.isEmpty else { return nil }
+        var basis: [String: String] = [:]
+        for group in text.split(separator: " ") {
+            let parts = group.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2, CommitRef(text: parts[0]) != nil else {
+                throw FieldInputError("the basis cell is damaged (\"\(group.prefix(60))\" is not origin/seq:fields); clear it to import the row without a basis")
+            }
+            for field in parts[1].split(separator: ",") {
+                guard ProgrammeSchema.fieldNames.contains(String(field)), basis[String(field)] == nil else {
+                    throw FieldInputError("the basis cell is damaged (field \"\(field.prefix(60))\"); clear it to import the row without a basis")
+                }
+                basis[String(field)] = String(parts[0])
+            }
+        }
+        return basis
     }
 
     /// The text of one CSV cell.
@@ -209,6 +258,10 @@ public enum RecordFile {
         var issues: [ImportIssue] = []
         for (i, rawName) in header.fields.enumerated() {
             let name = rawName.trimmingWhitespace
+            if i > 0, name.lowercased() == basisColumn, !columns.contains(basisColumn) {
+                columns.append(basisColumn)
+                continue
+            }
             if i == 0 {
                 if name.lowercased() != "id" {
                     issues.append(ImportIssue(line: header.line, message: "the first column must be \"id\", not \"\(name)\""))
@@ -227,6 +280,8 @@ public enum RecordFile {
             columns.append(field)
         }
         guard issues.isEmpty else { return ImportParseResult(records: [], lines: [], issues: issues) }
+        // The basis column marks a file progsync exported: only then do cells carry guards.
+        let exported = columns.contains(basisColumn)
 
         var records: [FlatRecord] = []
         var recordLines: [Int] = []
@@ -238,22 +293,28 @@ public enum RecordFile {
                 issues.append(ImportIssue(line: row.line, message: "this row has \(row.fields.count) cells but the header names \(columns.count) columns"))
                 continue
             }
-            let id = row.fields[0].trimmingWhitespace
+            let cells = exported ? row.fields.map(CSV.unguarded) : row.fields
+            let id = cells[0].trimmingWhitespace
             guard !id.isEmpty else {
                 issues.append(ImportIssue(line: row.line, message: "the id cell is empty"))
                 continue
             }
             var fields: [String: JSONValue] = [:]
-            for (i, field) in columns.enumerated().dropFirst() where i < row.fields.count {
-                let cell = row.fields[i]
+            var basis: [String: String]?
+            for (i, field) in columns.enumerated().dropFirst() where i < cells.count {
+                let cell = cells[i]
                 guard !cell.isEmpty else { continue }
                 do {
-                    if let value = try csvValue(cell, field: field) { fields[field] = value }
+                    if field == basisColumn {
+                        basis = try Self.basis(fromCell: cell)
+                    } else if let value = try csvValue(cell, field: field) {
+                        fields[field] = value
+                    }
                 } catch {
                     issues.append(ImportIssue(line: row.line, message: "record \(id): \(shortened(error.message))"))
                 }
             }
-            records.append(FlatRecord(id: id, fields: fields))
+            records.append(FlatRecord(id: id, fields: fields, basis: basis))
             recordLines.append(row.line)
         }
         progress?(dataRows.count, dataRows.count)

@@ -100,32 +100,70 @@ public enum CommitRules {
         return nil
     }
 
-    /// Ownership (§6): coordinators may change anything; others may create records they own and
-    /// change records whose `owner` a commit in their causal past (named in `ownerRefs`) set to
-    /// their org. `ownerSetBy(ref, record)` returns the owner that commit `ref` wrote for `record`.
+    /// One applied change of a record's `owner`: what the ownership rule reads of the past.
+    public struct OwnerChange: Sendable, Hashable {
+        public var ref: CommitRef
+        public var owner: String?
+        public var supersedes: [CommitRef]
+        public init(ref: CommitRef, owner: String?, supersedes: [CommitRef]) {
+            self.ref = ref
+            self.owner = owner
+            self.supersedes = supersedes
+        }
+    }
+
+    /// Ownership (§6), decided from the commit and its causal past only, so every node reaches the
+    /// same verdict whatever the arrival order. Coordinators may change anything. Any other org
+    /// may set `owner` only to create a record: to itself, superseding nothing, with no owner
+    /// change of that record in the commit's causal past. To change a record it must name in
+    /// `ownerRefs` the latest owner change in its causal past, and that change must make it the
+    /// owner: a record the coordinator moved away stays out of reach of its old owner.
+    ///
+    /// The causal past used here is what the origin's chain has named up to this commit (see
+    /// `causalPast(of:originPast:)`): its own earlier commits, and for every commit any of them or
+    /// this one references, that commit and its origin's earlier ones. Causal delivery has applied
+    /// all of them before the commit is judged.
+    /// `ownerHistory(record, named)` gives every applied owner change of the record, in any order.
+    /// When `named` (the commit's owner reference) is the record's only current owner version,
+    /// that change alone may be given: nothing replaced it, so the verdict is the same.
     public static func authorise(
-        _ commit: Commit, org: String, registry: PartnerRegistry,
-        ownerSetBy: (CommitRef, String) -> String?
-    ) -> CommitVerdict? {
+        _ commit: Commit, org: String, registry: PartnerRegistry, originPast: [NodeID: UInt64],
+        ownerHistory: (_ record: String, _ named: CommitRef?) throws -> [OwnerChange]
+    ) rethrows -> CommitVerdict? {
         if registry.isCoordinator(org: org) { return nil }
+        let past = causalPast(of: commit, originPast: originPast)
+        let inPast = { (ref: CommitRef) in ref.seq <= (past[ref.origin] ?? 0) }
+
         // Most commits change one record: no grouping needed.
         if let first = commit.changes.first?.record, commit.changes.allSatisfy({ $0.record == first }) {
-            return authorise(commit, record: first, changes: commit.changes[...], org: org, ownerSetBy: ownerSetBy)
+            return try authorise(commit, record: first, changes: commit.changes[...], org: org, inPast: inPast, ownerHistory: ownerHistory)
         }
         var records: [String: [Change]] = [:]
         for change in commit.changes { records[change.record, default: []].append(change) }
         for (record, changes) in records.sorted(by: { $0.key < $1.key }) {
-            if let verdict = authorise(commit, record: record, changes: changes[...], org: org, ownerSetBy: ownerSetBy) {
+            if let verdict = try authorise(commit, record: record, changes: changes[...], org: org, inPast: inPast, ownerHistory: ownerHistory) {
                 return verdict
             }
         }
         return nil
     }
 
+    /// The causal past the ownership rule reads, as the highest seq per origin: what the origin's
+    /// earlier commits named (`originPast`), its own earlier commits, and what this one names.
+    public static func causalPast(of commit: Commit, originPast: [NodeID: UInt64]) -> [NodeID: UInt64] {
+        var past = originPast
+        func note(_ ref: CommitRef) { past[ref.origin] = max(past[ref.origin] ?? 0, ref.seq) }
+        note(CommitRef(origin: commit.origin, seq: commit.seq - 1))
+        for ref in commit.ownerRefs.values { note(ref) }
+        for change in commit.changes { change.supersedes.forEach(note) }
+        return past
+    }
+
     /// One record's changes in a commit by a non-coordinator org.
     static func authorise(
-        _ commit: Commit, record: String, changes: ArraySlice<Change>, org: String, ownerSetBy: (CommitRef, String) -> String?
-    ) -> CommitVerdict? {
+        _ commit: Commit, record: String, changes: ArraySlice<Change>, org: String,
+        inPast: (CommitRef) -> Bool, ownerHistory: (String, CommitRef?) throws -> [OwnerChange]
+    ) rethrows -> CommitVerdict? {
         if let ownerChange = changes.first(where: { $0.field == "owner" }) {
             guard ownerChange.value.stringValue == org else {
                 return CommitVerdict(.unauthorised, "org \(org) may not give record \(record) to another owner")
@@ -133,14 +171,31 @@ public enum CommitRules {
             guard ownerChange.supersedes.isEmpty else {
                 return CommitVerdict(.unauthorised, "org \(org) may not take over record \(record)")
             }
+            if let existing = try ownerHistory(record, nil).filter({ inPast($0.ref) }).map(\.ref).min() {
+                return CommitVerdict(.unauthorised, "org \(org) may not take over record \(record): its owner was set by \(existing)")
+            }
             return nil  // creating a record it owns
         }
-        guard let ref = commit.ownerRefs[record] else {
+        guard let named = commit.ownerRefs[record] else {
             return CommitVerdict(.unauthorised, "org \(org) changed record \(record) without owning it")
         }
-        let owner = ref == commit.ref ? nil : ownerSetBy(ref, record)
-        guard owner == org else {
-            return CommitVerdict(.unauthorised, "org \(org) is not the owner of record \(record) (owner per \(ref): \(owner ?? "none"))")
+        let history = try ownerHistory(record, named)
+        guard let change = history.first(where: { $0.ref == named }), change.owner == org else {
+            let owner = history.first { $0.ref == named }?.owner
+            return CommitVerdict(.unauthorised, "org \(org) is not the owner of record \(record) (owner per \(named): \(owner ?? "none"))")
+        }
+        // Stale when an owner change in the causal past replaced it, directly or through others.
+        let byRef = Dictionary(history.map { ($0.ref, $0) }, uniquingKeysWith: { a, _ in a })
+        var replaced = Set<CommitRef>()
+        var queue = history.filter { inPast($0.ref) }.flatMap(\.supersedes)
+        while let ref = queue.popLast() {
+            guard replaced.insert(ref).inserted else { continue }
+            queue += byRef[ref]?.supersedes ?? []
+        }
+        if replaced.contains(change.ref) {
+            let latest = history.filter { inPast($0.ref) && !replaced.contains($0.ref) }.max { $0.ref < $1.ref }
+            return CommitVerdict(.unauthorised,
+                "org \(org) is no longer the owner of record \(record): \(latest.map { "\($0.ref) made \($0.owner ?? "nobody") its owner" } ?? "its owner changed") after \(named)")
         }
         return nil
     }

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import Hummingbird
 import NIOCore
@@ -48,12 +49,19 @@ extension LocalAPI {
     // MARK: Bundles
 
     /// `GET /v1/bundle?peer=NAME | since=STAMP | all=true`: the bundle file's bytes.
-    func exportBundle(_ request: Request) throws -> Response {
+    func exportBundle(_ request: Request) async throws -> Response {
         let q = request.uri.queryParameters
         let peer = q["peer"].map(String.init), since = q["since"].map(String.init), all = q["all"].map(String.init) == "true"
         guard [peer != nil, since != nil, all].filter({ $0 }).count == 1 else {
             throw APIError.badRequest("give exactly one of peer=NAME, since=STAMP or all=true")
         }
+        let (bytes, count) = try await Self.onBundleQueue { try self.bundleFile(peer: peer, since: since) }
+        return Response(status: .ok, headers: [.contentType: "application/octet-stream", .init("X-Progsync-Commits")!: "\(count)"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    /// Reads, compresses and signs: blocking work for the bundle queue.
+    private func bundleFile(peer: String?, since: String?) throws -> (bytes: [UInt8], commits: Int) {
         var filter: [String: JSONValue] = [:]
         let commits: [Replica.RawCommit]
         if let peer {
@@ -78,9 +86,8 @@ extension LocalAPI {
             "versionVector": PeerAPI.vectorJSON(replica.versionVector), "commits": .int(Int64(commits.count)),
             "filter": .object(filter),
         ])
-        let bytes = try CommitBundle(header: header, commits: commits.map { ($0.body, $0.signature) }).encoded()
-        return Response(status: .ok, headers: [.contentType: "application/octet-stream", .init("X-Progsync-Commits")!: "\(commits.count)"],
-                        body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        let bytes = try CommitBundle(header: header, commits: commits.map { ($0.body, $0.signature) }).encoded(signedBy: replica.identity)
+        return (bytes, commits.count)
     }
 
     static func parseStamp(_ text: String) -> Stamp? {
@@ -95,6 +102,16 @@ extension LocalAPI {
         return Stamp(milliseconds: UInt64(date.timeIntervalSince1970 * 1000), counter: 0)
     }
 
+    /// Bundle files are read, written, decompressed and applied here, one at a time: never on the
+    /// cooperative pool (it is CPU and fsync work), and never two large files in memory at once.
+    static let bundleQueue = DispatchQueue(label: "progsync.bundles")
+
+    static func onBundleQueue<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            bundleQueue.async { continuation.resume(with: Result { try body() }) }
+        }
+    }
+
     /// `POST /v1/bundle`: verifies the whole file first, then applies every commit through the
     /// same path as the network, in one transaction.
     func importBundle(_ request: Request) async throws -> Response {
@@ -102,29 +119,22 @@ extension LocalAPI {
         do { buffer = try await request.body.collect(upTo: limits.maxBundleBytes) } catch {
             throw APIError(.contentTooLarge, "too-large", "bundle larger than \(limits.maxBundleBytes >> 20) MiB")
         }
-        let bundle: CommitBundle
-        do { bundle = try CommitBundle(decoding: Array(buffer.readableBytesView)) } catch {
+        let file = Array(buffer.readableBytesView)
+        let replica = replica, bundleLimits = CommitBundle.Limits(maxBytes: limits.maxBundleBytes)
+        let result: BundleImport
+        do {
+            result = try await Self.onBundleQueue { try replica.importBundle(file, limits: bundleLimits) }
+        } catch let error as BundleError {
             throw APIError(.unprocessableContent, "bad-bundle", "\(error)")
         }
-        guard let from = bundle.header["node"]?.stringValue.flatMap(NodeID.init) else {
-            throw APIError(.unprocessableContent, "bad-bundle", "bundle header names no exporting node")
-        }
-        var commits: [SignedCommit] = []
-        for (i, c) in bundle.commits.enumerated() {
-            do { commits.append(try SignedCommit(canonicalBytes: c.body, signature: c.signature)) } catch {
-                throw APIError(.unprocessableContent, "bad-bundle", "commit \(i + 1) of the bundle is malformed: \(error.description)")
-            }
-        }
-        let report = try replica.apply(commits)
-        if replica.registry.node(from) != nil {
-            try replica.setKnownVector(of: from, PeerReplicator.vector(bundle.header["versionVector"]), merging: true)
-        }
         events.publish(replica: replica)
+        let report = result.report, header = result.header
         return JSONResponse.make(.object([
-            "from": .string(from.rawValue), "org": bundle.header["org"] ?? .null, "name": bundle.header["name"] ?? .null,
-            "created": bundle.header["created"] ?? .null, "commits": .int(Int64(commits.count)),
+            "from": .string(result.exporter.rawValue), "org": header["org"] ?? .null, "name": header["name"] ?? .null,
+            "created": header["created"] ?? .null, "commits": .int(Int64(result.commits)),
             "new": .int(Int64(report.applied)), "alreadyKnown": .int(Int64(report.duplicates)),
             "restored": .int(Int64(report.restored)),
+            "headerVerified": .bool(result.headerVerified), "headerNote": result.headerNote.map { .string($0) } ?? .null,
             "held": .array(report.held.map { .object(["commit": .string("\($0.ref)"), "reason": .string($0.reason.rawValue), "detail": .string($0.detail)]) }),
             "rejected": .array(report.rejected.map { .object(["commit": .string("\($0.ref)"), "reason": .string($0.reason.rawValue), "detail": .string($0.detail)]) }),
             "digest": .string(Hex.encode(replica.digestRoot)),

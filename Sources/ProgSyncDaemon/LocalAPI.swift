@@ -37,7 +37,7 @@ struct LocalAPI: Sendable {
         router.get("/v1/events") { request, _ in self.eventStream(request) }
         router.get("/v1/peers") { _, _ in try self.peersResponse() }
         router.post("/v1/sync") { request, _ in try await self.sync(request) }
-        router.get("/v1/bundle") { request, _ in try self.exportBundle(request) }
+        router.get("/v1/bundle") { request, _ in try await self.exportBundle(request) }
         router.post("/v1/bundle") { request, _ in try await self.importBundle(request) }
         router.post("/v1/reconcile") { request, _ in try await self.reconcile(request) }
         router.get("/v1/reconcile/reports") { _, _ in try self.reportList() }
@@ -102,6 +102,12 @@ struct LocalAPI: Sendable {
             guard let n = Int(offset), n >= 0 else { throw APIError.badRequest("offset must be a whole number ≥ 0") }
             query.offset = n
         }
+        let withBasis: Bool
+        switch q["basis"].map(String.init) {
+        case nil, "false": withBasis = false
+        case "true": withBasis = true
+        default: throw APIError.badRequest("basis must be true or false")
+        }
         let (ids, total) = try replica.recordIDs(query)
         var out = Array(#"{"limit":\#(query.limit),"offset":\#(query.offset),"records":["#.utf8)
         var first = true
@@ -111,7 +117,7 @@ struct LocalAPI: Sendable {
             guard let document = try recordDocument(id) else { continue }
             if !first { out.append(UInt8(ascii: ",")) }
             first = false
-            document.write(into: &out, withVersions: false, org: org)
+            document.write(into: &out, withVersions: false, withBasis: withBasis, org: org)
         }
         out.append(contentsOf: #"],"total":\#(total)}"#.utf8)
         return JSONResponse.make(bytes: out)
@@ -341,8 +347,9 @@ struct LocalAPI: Sendable {
         return JSONResponse.make(status: created ? .created : .ok, bytes: out)
     }
 
-    /// All-or-nothing import: validated first, then applied as commits of at most `changesPerCommit`
-    /// changes, all in one transaction.
+    /// All-or-nothing import: validated and compared with the replica first (see `ImportPlan`),
+    /// then applied as commits of at most `ImportPlan.changesPerCommit` changes, all in one
+    /// transaction.
     func importRecords(_ request: Request, _ context: LocalRequestContext) async throws -> Response {
         let answer = try await applyImport(request, context)
         // Only now are the parsed body and the built commits freed, so there is memory to hand back.
@@ -354,41 +361,11 @@ struct LocalAPI: Sendable {
         let body = try await jsonBody(request, limit: limits.maxImportBytes)
         let list = body["records"]?.arrayValue ?? body.arrayValue
         guard let list else { throw APIError.badRequest("body must be {\"records\": [...]} or an array of records") }
-        let batches = try Self.importBatches(list, defaultOwner: node.org)
+        let plan = try ImportPlan(rows: try ImportPlan.rows(list), defaultOwner: node.org, replica: replica)
         let author = await context.author()
-        let commits = try replica.commitLocalBatch(author: author, commits: batches)
-        events.publish(replica: replica)
-        return .object([
-            "records": .int(Int64(list.count)), "commits": .int(Int64(commits.count)),
-            "changes": .int(Int64(batches.reduce(0) { $0 + $1.count })),
-        ])
-    }
-
-    static let changesPerCommit = 500
-
-    static func importBatches(_ list: [JSONValue], defaultOwner: String) throws -> [[FieldWrite]] {
-        var batches: [[FieldWrite]] = [[]]
-        var seen = Set<String>()
-        for (index, item) in list.enumerated() {
-            guard case .object(let object) = item, let id = object["id"]?.stringValue else {
-                throw APIError.invalid("record \(index): needs an \"id\"")
-            }
-            guard ProgrammeSchema.isValidRecordID(id) else { throw APIError.invalid("record \(index) (\(id.prefix(140))): invalid id") }
-            guard seen.insert(id).inserted else { throw APIError.invalid("record \(index) (\(id)): id given twice") }
-            var writes: [FieldWrite] = []
-            for name in object.keys.sorted() where name != "id" {
-                var value = object[name]!
-                if name == "status", let text = value.stringValue, let status = ProgrammeStatus(userInput: text) { value = .string(status.rawValue) }
-                do { try ProgrammeSchema.validate(field: name, value: value) } catch {
-                    throw APIError.invalid("record \(index) (\(id)): \(error)")
-                }
-                writes.append(FieldWrite(record: id, field: name, value: value))
-            }
-            if object["owner"] == nil { writes.append(FieldWrite(record: id, field: "owner", value: .string(defaultOwner))) }
-            if batches[batches.count - 1].count + writes.count > changesPerCommit { batches.append([]) }
-            batches[batches.count - 1] += writes
-        }
-        return batches.filter { !$0.isEmpty }
+        let commits = try replica.commitLocalBatch(author: author, commits: plan.batches)
+        if !commits.isEmpty { events.publish(replica: replica) }
+        return plan.answer(commits: commits.count)
     }
 
     /// Loads the bundled 2021 programme into an empty replica.
@@ -398,7 +375,8 @@ struct LocalAPI: Sendable {
         else { throw ConfigurationError("the bundled sample programme is missing") }
         let json = try JSONParser.parse([UInt8](data))
         let list = json["records"]?.arrayValue ?? []
-        try replica.commitLocalBatch(author: "progsyncd", commits: try importBatches(list, defaultOwner: org))
+        let plan = try ImportPlan(rows: try ImportPlan.rows(list), defaultOwner: org, replica: replica)
+        try replica.commitLocalBatch(author: "progsyncd", commits: plan.batches)
         return list.count
     }
 

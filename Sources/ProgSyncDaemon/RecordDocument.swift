@@ -15,8 +15,10 @@ struct RecordDocument {
         self.rows = rows
     }
 
-    /// `{"conflicts"?, "fields", "id", "updated", "versions"?}`; `org` names a version's origin.
-    func write(into out: inout [UInt8], withVersions: Bool, org: (String) -> String?) {
+    /// `{"basis"?, "conflicts"?, "fields", "id", "updated", "versions"?}`; `org` names a
+    /// version's origin. `basis` names each shown field's version as `origin/seq`, so that a
+    /// file exported from this answer can say what each cell was edited from (`ImportPlan`).
+    func write(into out: inout [UInt8], withVersions: Bool, withBasis: Bool = false, org: (String) -> String?) {
         let winners = rows.prefix { !$0.isLoser }
         var conflicted: [String] = []
         var lastLoser: String?
@@ -25,6 +27,16 @@ struct RecordDocument {
             if winners.contains(where: { $0.field == loser.field }) { conflicted.append(loser.field) }
         }
         out.append(UInt8(ascii: "{"))
+        if withBasis {
+            out.append(contentsOf: #""basis":{"#.utf8)
+            for (i, row) in winners.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                JSONValue.writeString(row.field, into: &out)
+                out.append(UInt8(ascii: ":"))
+                JSONValue.writeString("\(row.origin)/\(row.seq)", into: &out)
+            }
+            out.append(contentsOf: "},".utf8)
+        }
         if !conflicted.isEmpty {
             out.append(contentsOf: #""conflicts":["#.utf8)
             for (i, name) in conflicted.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }).enumerated() {

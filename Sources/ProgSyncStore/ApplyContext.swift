@@ -16,7 +16,6 @@ struct ApplyContext {
     var dirtyHeads = Set<NodeID>()
     var clockMoved = false
     var releasedFromClockGuard = Set<[UInt8]>()
-    var ownerCache: [CommitRef: Commit] = [:]
     /// Origins whose held or refused rows grew in this transaction: checked against the limits.
     var heldOrigins = Set<String>()
     var rejectedOrigins = Set<String>()
@@ -45,7 +44,8 @@ struct ApplyContext {
                 throw ReplicaError(.invalid, "record \(w.record) field \(w.field) given twice")
             }
             let frontier = try loadFrontier(record: w.record, field: w.field)
-            let supersedes = Self.supersedes(frontier, resolving: resolving, me: me)
+            let supersedes = try w.basis.map { try checkedBasis($0, of: w, frontier: frontier) }
+                ?? Self.supersedes(frontier, resolving: resolving, me: me)
             changes.append(Change(record: w.record, field: w.field, value: w.value, supersedes: supersedes))
         }
         var ownerRefs: [String: CommitRef] = [:]
@@ -74,6 +74,13 @@ struct ApplyContext {
             origin: me, seq: (head?.seq ?? 0) + 1, stamp: stamp, author: author,
             prev: head?.hash ?? [], ownerRefs: ownerRefs, changes: changes)
         if let verdict = CommitRules.validate(commit) { throw ReplicaError(.invalid, verdict.detail) }
+        // The same rule partners apply: a local write they would refuse is refused here, not stored.
+        if let verdict = try CommitRules.authorise(
+            commit, org: org, registry: registry, originPast: state.pasts[me]?.seqs ?? [:], ownerHistory: { record, named in
+            try ownerHistory(record: record, named: named)
+        }) {
+            throw ReplicaError(.forbidden, verdict.detail)
+        }
         let signed = try SignedCommit.sign(commit, with: replica.identity)
         try accept(signed, org: org)
         return signed
@@ -88,6 +95,17 @@ struct ApplyContext {
         if resolving { return frontier.versions.map(\.ref) }
         if !frontier.isConflicted { return [frontier.winner.ref] }
         return frontier.versions.filter { $0.origin == me }.map(\.ref)
+    }
+
+    /// A write's explicit basis, which must be a version of that field this replica holds: in
+    /// the frontier or in the commit log. Superseding anything else would be a claim about
+    /// versions nobody here has seen.
+    func checkedBasis(_ basis: CommitRef, of w: FieldWrite, frontier: FieldFrontier?) throws -> [CommitRef] {
+        if frontier?.versions.contains(where: { $0.ref == basis }) == true { return [basis] }
+        guard try Replica.loggedValue(db, of: basis, record: w.record, field: w.field) != nil else {
+            throw ReplicaError(.invalid, "record \(w.record) field \(w.field): basis \(basis) is not a version of that field this node holds")
+        }
+        return [basis]
     }
 
     // MARK: Remote commits
@@ -337,8 +355,10 @@ struct ApplyContext {
         let commit = c.commit
         var verdict = CommitRules.validate(commit)
         if verdict == nil {
-            verdict = CommitRules.authorise(commit, org: org, registry: registry) { ref, record in
-                ownerSetBy(ref, record: record)
+            verdict = try CommitRules.authorise(
+                commit, org: org, registry: registry, originPast: state.pasts[commit.origin]?.seqs ?? [:]
+            ) { record, named in
+                try ownerHistory(record: record, named: named)
             }
         }
         let insert = try hot(.insertCommit)
@@ -355,6 +375,7 @@ struct ApplyContext {
         report.stored(lsn: lsn)
         state.lastLSN = max(state.lastLSN, lsn)
         state.heads[commit.origin] = Replica.Head(seq: commit.seq, hash: c.hash)
+        state.pasts[commit.origin, default: CausalPast()].extend(with: commit)
         dirtyHeads.insert(commit.origin)
         if fromHeld { try unhold(c) }
         if commit.origin != replica.nodeID {
@@ -465,12 +486,26 @@ struct ApplyContext {
         }
     }
 
-    func ownerSetBy(_ ref: CommitRef, record: String) -> String? {
-        let body = try? Data.fetchOne(
-            db, sql: "SELECT body FROM commits WHERE origin = ? AND seq = ? AND status = 0",
-            arguments: [ref.origin.rawValue, Int64(ref.seq)])
-        guard let body, let commit = try? Commit(canonicalBytes: [UInt8](body)) else { return nil }
-        return commit.changes.first { $0.record == record && $0.field == "owner" }?.value.stringValue
+    /// The applied owner changes of a record, for the ownership rule. The common case reads one
+    /// row: the named change is the only current owner version, so nothing replaced it.
+    func ownerHistory(record: String, named: CommitRef?) throws -> [CommitRules.OwnerChange] {
+        guard let frontier = try loadFrontier(record: record, field: "owner") else { return [] }
+        if let named, frontier.losers.isEmpty, frontier.winner.ref == named {
+            let owner = try? JSONParser.parse(frontier.winner.value).stringValue
+            return [CommitRules.OwnerChange(ref: named, owner: owner, supersedes: [])]
+        }
+        let rows = try Row.fetchAll(db, sql: """
+            SELECT c.body FROM record_commits rc JOIN commits c ON c.lsn = rc.lsn WHERE rc.record = ? AND c.status = 0
+            """, arguments: [record])
+        var history: [CommitRules.OwnerChange] = []
+        for row in rows {
+            guard let stored = try? Commit.storedChanges([UInt8](row[0] as Data)),
+                let change = stored.changes.first(where: { $0.record == record && $0.field == "owner" })
+            else { continue }
+            let owner = try? JSONParser.parse(change.valueBytes).stringValue
+            history.append(CommitRules.OwnerChange(ref: stored.ref, owner: owner, supersedes: change.supersedes))
+        }
+        return history
     }
 
     // MARK: Merging
@@ -661,6 +696,13 @@ struct ApplyContext {
             for origin in dirtyHeads {
                 let head = state.heads[origin]!
                 statement.setUncheckedArguments([origin.rawValue, Int64(head.seq), Data(head.hash)])
+                try statement.execute()
+            }
+        }
+        if !dirtyHeads.isEmpty {
+            let statement = try db.cachedStatement(sql: "INSERT OR REPLACE INTO causal_pasts (origin, past) VALUES (?, ?)")
+            for origin in dirtyHeads {
+                statement.setUncheckedArguments([origin.rawValue, state.pasts[origin]?.text ?? ""])
                 try statement.execute()
             }
         }

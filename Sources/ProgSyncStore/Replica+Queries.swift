@@ -8,6 +8,12 @@ public struct FieldState: Sendable, Hashable {
     public var value: JSONValue
     public var version: FieldVersion
     public var losers: [FieldVersion]
+
+    public init(value: JSONValue, version: FieldVersion, losers: [FieldVersion] = []) {
+        self.value = value
+        self.version = version
+        self.losers = losers
+    }
 }
 
 public struct ConflictEntry: Sendable, Hashable {
@@ -302,5 +308,63 @@ extension Replica {
                 ON CONFLICT (peer) DO UPDATE SET pushed = max(pushed, excluded.pushed)
                 """, arguments: [peer.rawValue, lsn])
         }
+    }
+}
+
+/// One version of one field: what an import names as the basis of a spreadsheet cell.
+public struct FieldVersionKey: Sendable, Hashable {
+    public var record: String
+    public var field: String
+    public var ref: CommitRef
+
+    public init(record: String, field: String, ref: CommitRef) {
+        self.record = record
+        self.field = field
+        self.ref = ref
+    }
+}
+
+/// What an import compares a file against, read in one snapshot.
+public struct ImportSnapshot: Sendable {
+    /// The current fields of each record named in the file (empty for a new record).
+    public var fields: [String: [String: FieldState]]
+    /// The value each named basis version wrote; a version this replica does not hold is absent.
+    public var basisValues: [FieldVersionKey: JSONValue]
+}
+
+extension Replica {
+    /// The records an import names, and the values of the versions its rows were exported from.
+    public func importSnapshot(records: [String], bases: Set<FieldVersionKey>) throws -> ImportSnapshot {
+        try pool.read { db in
+            var fields: [String: [String: FieldState]] = [:]
+            for record in records { fields[record] = try Self.fields(db, record: record) }
+            var values: [FieldVersionKey: JSONValue] = [:]
+            var decoded: [CommitRef: Commit?] = [:]
+            for key in bases {
+                // Usually the basis is still the winner (or a loser): no need to read the log.
+                let state = fields[key.record]?[key.field]
+                if let held = state.flatMap({ s in ([s.version] + s.losers).first { $0.ref == key.ref } }) {
+                    values[key] = (try? JSONParser.parse(held.value)) ?? .null
+                    continue
+                }
+                if decoded[key.ref] == nil { decoded[key.ref] = try Self.loggedCommit(db, key.ref) }
+                let change = decoded[key.ref]??.changes.first { $0.record == key.record && $0.field == key.field }
+                if let change { values[key] = change.value }
+            }
+            return ImportSnapshot(fields: fields, basisValues: values)
+        }
+    }
+
+    /// An applied (not refused) commit from the log.
+    static func loggedCommit(_ db: Database, _ ref: CommitRef) throws -> Commit? {
+        let body = try Data.fetchOne(
+            db.cachedStatement(sql: "SELECT body FROM commits WHERE origin = ? AND seq = ? AND status = 0"),
+            arguments: [ref.origin.rawValue, Int64(ref.seq)])
+        return try body.map { try Commit(canonicalBytes: [UInt8]($0)) }
+    }
+
+    /// The value an applied commit in the log wrote to a field; nil when it wrote none.
+    static func loggedValue(_ db: Database, of ref: CommitRef, record: String, field: String) throws -> JSONValue? {
+        try loggedCommit(db, ref)?.changes.first { $0.record == record && $0.field == field }?.value
     }
 }

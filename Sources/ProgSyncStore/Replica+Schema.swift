@@ -122,6 +122,51 @@ extension Replica {
                 try db.execute(sql: "INSERT INTO digest_buckets (bucket, sum) VALUES (?, ?)", arguments: [i, Data(sum.bytes)])
             }
         }
+        migrator.registerMigration("v5-causal-pasts") { db in
+            // What each origin's chain has named, for the ownership rule (#11). Filled from the
+            // log once, so an upgraded node judges new commits exactly as a freshly synced one.
+            try db.execute(sql: """
+                CREATE TABLE causal_pasts (
+                    origin TEXT PRIMARY KEY,
+                    past TEXT NOT NULL
+                ) WITHOUT ROWID;
+                """)
+            var pasts: [String: CausalPast] = [:]
+            let rows = try Row.fetchCursor(db, sql: "SELECT origin, body FROM commits ORDER BY origin, seq")
+            while let row = try rows.next() {
+                guard let commit = try? Commit(canonicalBytes: [UInt8](row[1] as Data)) else { continue }
+                let origin: String = row[0]
+                pasts[origin, default: CausalPast()].extend(with: commit)
+            }
+            for (origin, past) in pasts {
+                try db.execute(sql: "INSERT INTO causal_pasts (origin, past) VALUES (?, ?)", arguments: [origin, past.text])
+            }
+        }
         return migrator
+    }
+}
+
+/// The commits an origin's chain has named so far, as the highest seq per origin: its own
+/// commits and every commit they referenced (`supersedes`, `ownerRefs`). Deterministic: it
+/// follows the origin's chain, which every node applies in order.
+struct CausalPast: Sendable, Equatable {
+    var seqs: [NodeID: UInt64] = [:]
+
+    mutating func extend(with commit: Commit) {
+        seqs = CommitRules.causalPast(of: commit, originPast: seqs)
+    }
+
+    var text: String {
+        seqs.sorted { $0.key < $1.key }.map { "\($0.key.rawValue):\($0.value)" }.joined(separator: ",")
+    }
+
+    init() {}
+
+    init?(text: String) {
+        for part in text.split(separator: ",") {
+            let pair = part.split(separator: ":")
+            guard pair.count == 2, let id = NodeID(String(pair[0])), let seq = UInt64(pair[1]) else { return nil }
+            seqs[id] = seq
+        }
     }
 }

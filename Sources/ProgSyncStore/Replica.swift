@@ -67,10 +67,16 @@ public struct FieldWrite: Sendable, Hashable {
     public var record: String
     public var field: String
     public var value: JSONValue
-    public init(record: String, field: String, value: JSONValue) {
+    /// The version the writer saw and edited, when that may be older than what this replica
+    /// holds now (a spreadsheet row exported days ago). The write then supersedes only that
+    /// version, so a newer one stays as a competing version (a conflict) instead of being
+    /// replaced unseen. nil: the write supersedes what the replica holds now.
+    public var basis: CommitRef?
+    public init(record: String, field: String, value: JSONValue, basis: CommitRef? = nil) {
         self.record = record
         self.field = field
         self.value = value
+        self.basis = basis
     }
 }
 
@@ -145,6 +151,9 @@ public final class Replica: Sendable {
         var registry: PartnerRegistry
         /// The newest arrival in the commit log: the changes feed's end.
         var lastLSN: Int64
+        /// Per origin, the commits its chain so far has named (its own and those it referenced):
+        /// the causal past the ownership rule reads, carried along the origin's own chain.
+        var pasts: [NodeID: CausalPast]
     }
 
     public let configuration: ReplicaConfiguration
@@ -218,7 +227,14 @@ public final class Replica: Sendable {
             let clock = HybridLogicalClock(last: max(
                 min(Stamp(rawValue: UInt64(bitPattern: persisted)), guardStamp), Stamp(rawValue: UInt64(bitPattern: ownNewest))))
             let lastLSN = try Int64.fetchOne(db, sql: "SELECT max(lsn) FROM commits") ?? 0
-            return State(heads: heads, buckets: buckets, clock: clock, registry: configuration.registry, lastLSN: lastLSN)
+            var pasts: [NodeID: CausalPast] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT origin, past FROM causal_pasts") {
+                guard let id = NodeID(row[0] as String), let past = CausalPast(text: row[1]) else {
+                    throw ReplicaError(.corrupt, "invalid row in causal_pasts")
+                }
+                pasts[id] = past
+            }
+            return State(heads: heads, buckets: buckets, clock: clock, registry: configuration.registry, lastLSN: lastLSN, pasts: pasts)
         }
         state = Mutex(loaded)
     }

@@ -233,6 +233,8 @@ import Testing
 }
 
 @Suite struct CommitBundleTests {
+    static let exporter = NodeIdentity()
+
     func sample() throws -> CommitBundle {
         let identity = NodeIdentity()
         var commits: [(body: [UInt8], signature: [UInt8])] = []
@@ -245,47 +247,109 @@ import Testing
             prev = signed.hash
             commits.append((signed.canonicalBytes, signed.signature))
         }
-        return CommitBundle(header: ["node": .string(identity.id.rawValue), "commits": 50], commits: commits)
+        return CommitBundle(header: ["node": .string(Self.exporter.id.rawValue), "commits": 50,
+                                     "versionVector": .object([identity.id.rawValue: 50])], commits: commits)
     }
 
-    @Test func roundTripsAndCompresses() throws {
+    @Test func roundTripsCompressesAndIsSealedByTheExporter() throws {
         let bundle = try sample()
-        let bytes = try bundle.encoded()
+        let bytes = try bundle.encoded(signedBy: Self.exporter)
         let raw = bundle.commits.reduce(0) { $0 + $1.body.count + 64 }
         #expect(bytes.count < raw / 2)
         let decoded = try CommitBundle(decoding: bytes)
         #expect(decoded.header == bundle.header)
         #expect(decoded.commits.map(\.body) == bundle.commits.map(\.body))
         #expect(decoded.commits.map(\.signature) == bundle.commits.map(\.signature))
+        #expect(decoded.exporter == Self.exporter.id && decoded.versionVector.values.first == 50)
+        #expect(decoded.isSealed(by: Self.exporter.publicKey))
+        // Sealed by someone else than the node its header names: decodes, but is not that node's word.
+        let forged = try CommitBundle(decoding: try bundle.encoded(signedBy: NodeIdentity()))
+        #expect(!forged.isSealed(by: Self.exporter.publicKey))
     }
 
-    @Test func truncatedAlteredOrForeignFilesAreRefusedWhole() throws {
-        let bytes = try sample().encoded()
-        for cut in [1, 10, bytes.count / 2] {
-            #expect(throws: BundleError.self) { try CommitBundle(decoding: Array(bytes.dropLast(cut))) }
-        }
-        for position in [CommitBundle.magic.count + 12, bytes.count / 2, bytes.count - 12] {
+    /// Every single-bit change anywhere in the file, and every cut, is caught: the SHA-256 in the
+    /// seal covers every byte before it, and the signature covers the SHA-256. A change inside the
+    /// signature itself decodes, but no longer verifies against the exporter's key.
+    @Test func everyFlippedBitAndEveryCutIsCaught() throws {
+        let bytes = try sample().encoded(signedBy: Self.exporter)
+        var state: UInt64 = 11  // seeded, so a failure replays
+        for offset in bytes.indices {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
             var altered = bytes
-            altered[position] ^= 0x40
-            #expect(throws: BundleError.self) { try CommitBundle(decoding: altered) }
+            altered[offset] ^= 1 << UInt8(state >> 61)
+            if let decoded = try? CommitBundle(decoding: altered) {
+                #expect(offset >= bytes.count - 64 && !decoded.isSealed(by: Self.exporter.publicKey), "flip at \(offset) went unnoticed")
+            }
+        }
+        for cut in 1..<bytes.count {
+            #expect(throws: BundleError.self) { try CommitBundle(decoding: Array(bytes.prefix(cut))) }
         }
         #expect(throws: BundleError.self) { try CommitBundle(decoding: Array("{\"commits\": []}".utf8)) }
         #expect(throws: BundleError.self) { try CommitBundle(decoding: bytes + [0, 1, 2]) }
     }
 
-    /// A bundle whose compressed stream is intact but whose content was re-made with a changed
-    /// commit and the old checksum is refused by the SHA-256 trailer.
-    @Test func checksumCoversTheContent() throws {
+    /// A bundle written before bundles were signed still reads (its commits verify on their own),
+    /// but carries no seal, so its header is never taken as the exporter's word.
+    @Test func unsignedFormat1StillReadsWithoutASeal() throws {
         let bundle = try sample()
-        let good = try bundle.encoded()
+        let old = try bundle.encodedFormat1()
+        #expect(old.starts(with: Array("progsync-bundle 1\n".utf8)))
+        let decoded = try CommitBundle(decoding: old)
+        #expect(decoded.seal == nil && !decoded.isSealed(by: Self.exporter.publicKey))
+        #expect(decoded.commits.map(\.body) == bundle.commits.map(\.body) && decoded.header == bundle.header)
+        // Its content checksum still catches a re-made stream with a changed commit.
         var tampered = bundle
         tampered.commits[3].body[10] ^= 1
-        let bad = try tampered.encoded()
-        // Splice: the tampered content with the original trailer, recompressed.
-        let goodPayload = try Gzip.decompress(good[CommitBundle.magic.count...], limit: 1 << 26)
-        var badPayload = try Gzip.decompress(bad[CommitBundle.magic.count...], limit: 1 << 26)
-        badPayload.replaceSubrange((badPayload.count - 32)..., with: goodPayload.suffix(32))
-        let spliced = CommitBundle.magic + (try Gzip.compress(badPayload))
+        var deflater = try Gzip.Deflater()
+        try deflater.write(tampered.format1Content + CommitBundle.sha256(bundle.format1Content[...]))
+        let spliced = Array("progsync-bundle 1\n".utf8) + (try deflater.finish())
         #expect(throws: BundleError.self) { try CommitBundle(decoding: spliced) }
+    }
+
+    /// A small file that inflates enormously stops at the ratio bound while decompressing.
+    @Test func decompressionBombStopsAtTheRatioLimit() throws {
+        let header = JSONValue.object(["node": .string(Self.exporter.id.rawValue)]).canonicalBytes + [UInt8(ascii: "\n")]
+        // One commit that claims 2 GiB, then 64 MiB of zeros (about 64 KiB compressed).
+        var deflater = try Gzip.Deflater(level: 9)
+        try deflater.write(header + [0x7f, 0xff, 0xff, 0xff])
+        let zeros = [UInt8](repeating: 0, count: 1 << 20)
+        for _ in 0..<64 { try deflater.write(zeros) }
+        let stream = try deflater.finish()
+        #expect(stream.count < 256 << 10)
+        let limits = CommitBundle.Limits(maxBytes: 1 << 30, maxRatio: 32, ratioFreeBytes: 1 << 20)
+        for file in [CommitBundle.magic + stream + (try Self.seal(CommitBundle.magic + stream)), CommitBundle.unsignedMagic + stream] {
+            do {
+                _ = try CommitBundle(decoding: file, limits: limits)
+                Issue.record("the bomb was accepted")
+            } catch {
+                #expect(error.description.contains("decompression bomb"), "\(error)")
+            }
+        }
+        // Zeros from the start: the header line runs past its bound first.
+        var zerosOnly = try Gzip.Deflater(level: 9)
+        for _ in 0..<8 { try zerosOnly.write(zeros) }
+        let plain = try zerosOnly.finish()
+        #expect(throws: BundleError.self) { try CommitBundle(decoding: CommitBundle.magic + plain + (try Self.seal(CommitBundle.magic + plain))) }
+        // The same stream well under the bound is refused for what it is (truncated), not its size.
+        let roomy = CommitBundle.Limits(maxBytes: 1 << 30, maxRatio: 100_000)
+        #expect { try CommitBundle(decoding: CommitBundle.unsignedMagic + stream, limits: roomy) } throws: { error in
+            "\(error)".contains("truncated")
+        }
+    }
+
+    static func seal(_ file: [UInt8]) throws -> [UInt8] { try CommitBundle.seal(file, signedBy: exporter) }
+
+    @Test func emptyCommitsAndHeadersWithoutANodeAreRefused() throws {
+        func file(_ content: [UInt8]) throws -> [UInt8] {
+            var deflater = try Gzip.Deflater()
+            try deflater.write(content)
+            let bytes = CommitBundle.magic + (try deflater.finish())
+            return bytes + (try Self.seal(bytes))
+        }
+        let header = JSONValue.object(["node": .string(Self.exporter.id.rawValue)]).canonicalBytes + [UInt8(ascii: "\n")]
+        #expect(try CommitBundle(decoding: try file(header)).commits.isEmpty)
+        #expect(throws: BundleError.self) { try CommitBundle(decoding: try file(header + [0, 0, 0, 0] + [UInt8](repeating: 0, count: 64))) }
+        #expect(throws: BundleError.self) { try CommitBundle(decoding: try file(Array("{\"node\":\"x\"}\n".utf8))) }
+        #expect(throws: BundleError.self) { try CommitBundle(decoding: try file(Array("not json\n".utf8))) }
     }
 }

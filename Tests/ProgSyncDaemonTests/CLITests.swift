@@ -78,7 +78,9 @@ struct CLITests {
         #expect(bytes1.count > 10_000)
         let imported = try await d.runCLI(["import", first])
         #expect(imported.exitCode == 0, "\(imported)")
-        #expect(imported.stdout.contains("imported"), "\(imported)")
+        #expect(imported.stdout.contains(" 0 cells changed, "), "an unedited export writes nothing: \(imported)")
+        #expect(imported.stdout.contains("0 collided with newer edits (0 commits)"), "\(imported)")
+        #expect(!imported.stdout.contains("no basis"), "\(imported)")
         let export2 = try await d.runCLI(["export", "--format", "csv", "-o", second])
         #expect(export2.exitCode == 0, "\(export2)")
         let bytes2 = try Data(contentsOf: URL(fileURLWithPath: second))
@@ -89,6 +91,8 @@ struct CLITests {
         try Data(json1.stdoutBytes).write(to: URL(fileURLWithPath: jsonFile))
         let reimported = try await d.runCLI(["import", jsonFile])
         #expect(reimported.exitCode == 0, "\(reimported)")
+        #expect(reimported.stdout.contains(" 0 cells changed, "), "only differing values are written: \(reimported)")
+        #expect(reimported.stdout.contains("names no basis"), "says that the file had no basis: \(reimported)")
         let json2 = try await d.runCLI(["export"])
         #expect(json1.stdoutBytes == json2.stdoutBytes)
         let parsed = try JSONParser.parse(json1.stdoutBytes)
@@ -130,13 +134,10 @@ struct CLITests {
         #expect(digest["root"]?.stringValue == (try await d.digestRoot()))
     }
 
-    /// BUG (fails until fixed): "." and ".." match the record id pattern `[A-Za-z0-9._:-]{1,128}`
-    /// (Sources/ProgSyncCore/ProgrammeSchema.swift, `isValidRecordID`), so an import creates them,
-    /// but no URL reaches them: HTTP clients, libcurl included, remove dot segments, so
-    /// `progsync records show ..` asks for `GET /v1/` and fails with "no such route". Either the
-    /// schema refuses these ids or the CLI (CURLOPT_PATH_AS_IS) and the daemon reach them.
-    /// (`records show .` is worse: it asks for `GET /v1/records/`, the list, and prints
-    /// "record ?" with exit 0.)
+    /// "." and ".." fit the record id characters `[A-Za-z0-9._:-]`, but no URL reaches them: HTTP
+    /// clients, libcurl included, remove dot segments (`records show ..` would ask for `GET /v1/`,
+    /// `records show .` for the list). Either the schema refuses these ids or the CLI and the
+    /// daemon reach them.
     @Test func dotSegmentIDsAreRefusedOrReachable() async throws {
         let d = try await DaemonHarness.started(empty: true)
         defer { d.cleanup() }

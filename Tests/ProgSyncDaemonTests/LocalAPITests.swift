@@ -84,11 +84,10 @@ struct LocalAPITests {
         #expect(try await d.count("q=zzzz-nothing-matches") == 0)
     }
 
-    /// BUG (fails until fixed): `q` is matched with LIKE against the stored canonical JSON text
-    /// (Sources/ProgSyncStore/Replica+Queries.swift, `recordIDs`), not against the field's text. So
-    /// `q="` matches every record (the JSON quotes around each string), `q=\` matches every
-    /// record whose text holds a newline or a quote (escaped as `\n`, `\"`), and the two
-    /// characters `\n` typed by a user match line breaks.
+    /// `q` matches the field's text, not its stored canonical JSON (Replica+Queries.swift,
+    /// `recordIDs`): otherwise `q="` matches every record (the quotes around each string), `q=\`
+    /// every text with a newline or a quote (escaped `\n`, `\"`), and the two characters `\n`
+    /// typed by a user match line breaks.
     @Test func textSearchMatchesTheTextNotItsJSONEncoding() async throws {
         let d = try sharedDaemon()
         func containing(_ needle: String) -> Int {
@@ -99,11 +98,9 @@ struct LocalAPITests {
         #expect(try await d.count("q=%5Cn") == containing("\\n"), "q=\\n (backslash, n)")
     }
 
-    /// BUG (fails until fixed): path parameters are used without percent-decoding
-    /// (Sources/ProgSyncDaemon/LocalAPI.swift: `context.parameters.require("id")` goes straight to
-    /// `ProgrammeSchema.isValidRecordID`). A client that encodes the id as a path segment — e.g.
-    /// JavaScript's encodeURIComponent("x:y") == "x%3Ay", or Python's quote(id, safe="") — gets
-    /// 400 "invalid record id" for a record that exists.
+    /// Path parameters are percent-decoded before `ProgrammeSchema.isValidRecordID`: a client that
+    /// encodes the id as a path segment — JavaScript's encodeURIComponent("x:y") == "x%3Ay", or
+    /// Python's quote(id, safe="") — reaches a record that exists instead of a 400.
     @Test func percentEncodedIDsAreDecoded() async throws {
         let d = try sharedDaemon()
         let created = try await d.request("PUT", "/v1/records/e2e:colon", body: [
@@ -426,13 +423,12 @@ struct LocalAPITests {
         #expect(seen, "no commit event within 2 s: \(received())")
         print("events: commit event seen \(Int(Date().timeIntervalSince(sent) * 1000)) ms after the PATCH")
         let text = received()
-        if let dataLine = text.split(separator: "\n").first(where: { $0.hasPrefix("data: ") && $0.contains("e2e.evt.a01") }) {
-            let event = try JSONParser.parse(String(dataLine.dropFirst(6)))
-            #expect(event["author"]?.stringValue == "root")
-            #expect(event["changes"]?.arrayValue?.contains {
-                $0["record"]?.stringValue == "e2e.evt.a01" && $0["field"]?.stringValue == "status"
-            } == true)
-        }
+        let dataLine = try #require(text.split(separator: "\n").first { $0.hasPrefix("data: ") && $0.contains("e2e.evt.a01") }, "\(text)")
+        let event = try JSONParser.parse(String(dataLine.dropFirst(6)))
+        #expect(event["author"]?.stringValue == "root")
+        #expect(event["changes"]?.arrayValue?.contains {
+            $0["record"]?.stringValue == "e2e.evt.a01" && $0["field"]?.stringValue == "status"
+        } == true)
         #expect(text.contains("id: "))
     }
 }

@@ -421,7 +421,7 @@ import Glibc
         let jenvStamp = try #require(Self.milliseconds(ofStamp: edit["commit"]?["stamp"]?.stringValue))
         #expect(jenvStamp < stamp, "jenv's stamp should stay behind snel's")
         #expect(try await net.request("jenv", "GET", "/v1/records/snel.1").1["fields"]?["explanation"] == "jenv na vrijgave")
-        let conflicts = try await net.request("jenv", "GET", "/v1/conflicts").1["conflicts"]?.arrayValue ?? []
+        let conflicts = try #require(try await net.request("jenv", "GET", "/v1/conflicts").1["conflicts"]?.arrayValue)
         #expect(conflicts.isEmpty, "\(conflicts)")
 
         // snel's next commit is ahead again: held, until jenv is configured to allow 2 h.

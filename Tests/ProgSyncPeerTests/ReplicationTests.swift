@@ -106,7 +106,7 @@ import Glibc
             try await group.waitForAll()
         }
         _ = try await net.waitForAgreement()
-        let after = try await net.request("jenv", "GET", "/v1/conflicts").1["conflicts"]?.arrayValue ?? []
+        let after = try #require(try await net.request("jenv", "GET", "/v1/conflicts").1["conflicts"]?.arrayValue)
         #expect(!after.contains { shared.contains($0["record"]?.stringValue ?? "") }, "different-field edits produced a conflict")
         for id in shared {
             let fields = try await net.request("comensha", "GET", "/v1/records/\(id)").1["fields"]

@@ -18,13 +18,14 @@ import Testing
     static let fields = ["status", "title", "explanation", "deleted"]
 
     @Test func randomHistoriesConvergeInAnyDeliveryOrder() throws {
-        var stats = (conflicts: 0, held: 0, commits: 0)
+        var stats = (conflicts: 0, held: 0, commits: 0, refused: 0)
         for i in 0..<Self.cases {
             let seed = Self.baseSeed &+ UInt64(i)
             let result = try Self.runCase(seed: seed)
             stats.conflicts += result.conflicts
             stats.held += result.held
             stats.commits += result.commits
+            stats.refused += result.refused
             if !result.ok {
                 Issue.record("convergence failed; replay with PROGSYNC_SEED=\(seed) PROGSYNC_PROPERTY_CASES=1: \(result.why)")
                 return
@@ -33,7 +34,8 @@ import Testing
         // The generator must actually produce the hard cases, or the test proves little.
         #expect(stats.conflicts > Self.cases / 10, "too few conflicts generated: \(stats)")
         #expect(stats.held > Self.cases / 10, "too few out-of-order deliveries: \(stats)")
-        print("convergence: \(Self.cases) cases from seed \(Self.baseSeed), \(stats.commits) commits, \(stats.conflicts) conflicted fields, \(stats.held) commits held on the way")
+        #expect(stats.refused > Self.cases / 10, "too few hostile commits generated: \(stats)")
+        print("convergence: \(Self.cases) cases from seed \(Self.baseSeed), \(stats.commits) commits, \(stats.conflicts) conflicted fields, \(stats.held) commits held on the way, \(stats.refused) hostile commits refused")
     }
 
     struct CaseResult {
@@ -42,6 +44,7 @@ import Testing
         var conflicts = 0
         var held = 0
         var commits = 0
+        var refused = 0
     }
 
     static func value(for field: String, _ rng: inout SeededRandom) -> JSONValue {
@@ -52,34 +55,84 @@ import Testing
         }
     }
 
+    /// A misbehaving partner (org `inspectie`, owner of r4 only) signing commits by hand, each
+    /// with the verdict the ownership rule must give on every node.
+    struct Mallory {
+        let identity = NodeIdentity()
+        var head: SignedCommit?
+        var commits: [SignedCommit] = []
+        var refused = Set<CommitRef>()
+
+        mutating func sign(_ changes: [Change], ownerRefs: [String: CommitRef] = [:], stamp: Stamp, refuse: Bool) throws {
+            let commit = Commit(
+                origin: identity.id, seq: (head?.commit.seq ?? 0) + 1, stamp: stamp, author: "mallory",
+                prev: head?.hash ?? [], ownerRefs: ownerRefs, changes: changes)
+            let signed = try SignedCommit.sign(commit, with: identity)
+            head = signed
+            commits.append(signed)
+            if refuse { refused.insert(signed.ref) }
+        }
+    }
+
     static func runCase(seed: UInt64) throws -> CaseResult {
         var rng = SeededRandom(seed: seed)
         let originCount = Int.random(in: 3...5, using: &rng)
-        let network = TestNetwork(nodes: Array(nodes.prefix(originCount)), coordinators: ["jenv", "om"])
+        var mallory = Mallory()
+        var network = TestNetwork(nodes: Array(nodes.prefix(originCount)), coordinators: ["jenv", "om"])
+        network.registry.add(PartnerRegistry.Node(org: "inspectie", publicKey: mallory.identity.publicKey, name: "mallory"))
         defer { network.cleanUp() }
-        let generators = try nodes.prefix(originCount).map { try network.replica($0.name, inMemory: true) }
+        // One generator may run with its clock ahead of the guard: its commits are held on every
+        // other node until an operator releases them.
+        let aheadNode = Double.random(in: 0..<1, using: &rng) < 0.2 ? Int.random(in: 1..<originCount, using: &rng) : nil
+        func open(_ i: Int) throws -> Replica {
+            try network.replica(nodes[i].name, inMemory: i != 1, clockOffset: i == aheadNode ? 10 * 60 * 1000 : 0)
+        }
+        var generators = try (0..<originCount).map(open)
         let orgOf = Dictionary(uniqueKeysWithValues: nodes.map { ($0.name, $0.org) })
+        let allRecords = records + ["r4"]
 
         // The coordinator creates the shared records; everyone starts from them.
-        _ = try generators[0].commitLocal(author: "setup", writes: records.flatMap { r in
-            [FieldWrite(record: r, field: "kind", value: "activity"), FieldWrite(record: r, field: "owner", value: .string(owners[r]!))]
+        let setup = try generators[0].commitLocal(author: "setup", writes: allRecords.flatMap { r in
+            [FieldWrite(record: r, field: "kind", value: "activity"), FieldWrite(record: r, field: "owner", value: .string(owners[r] ?? "inspectie")),
+             FieldWrite(record: r, field: "title", value: "t")]
         })
-        let setup = try allCommits(generators[0])
-        for g in generators.dropFirst() { try g.apply(setup) }
+        for g in generators.dropFirst() { try g.apply([setup]); try releaseClockAhead(g) }
+        // Mallory's first commit edits its own r4 over the setup: its chain has seen every owner.
+        try mallory.sign([Change(record: "r4", field: "title", value: "m", supersedes: [setup.ref])], ownerRefs: ["r4": setup.ref],
+                         stamp: Stamp(milliseconds: network.clock.now, counter: 1), refuse: false)
 
         var created = 0
         for _ in 0..<Int.random(in: 6...24, using: &rng) {
             network.clock.advance(UInt64.random(in: 0...3, using: &rng))
             let i = Int.random(in: 0..<originCount, using: &rng)
             let node = generators[i]
-            if Double.random(in: 0..<1, using: &rng) < 0.3 {
+            let roll = Double.random(in: 0..<1, using: &rng)
+            if roll < 0.25 {
                 let other = generators[Int.random(in: 0..<originCount, using: &rng)]
                 try node.apply(try allCommits(other))
+                try releaseClockAhead(node)
+                continue
+            }
+            if roll < 0.33 {
+                try mallorysMove(&mallory, generators[0], setup: setup, now: network.clock.now, &rng)
+                continue
+            }
+            if roll < 0.36, i == 1 {
+                // A generator restarts mid-history (on disk): its chain, clock and pasts persist.
+                try generators[1].close()
+                generators[1] = try open(1)
                 continue
             }
             let org = orgOf[nodes[i].name]!
-            let editable = ["jenv", "om"].contains(org) ? records : records.filter { owners[$0] == org }
-            if editable.isEmpty || Double.random(in: 0..<1, using: &rng) < 0.1 {
+            let isCoordinator = ["jenv", "om"].contains(org)
+            if isCoordinator, roll < 0.42 {
+                // The coordinator moves a record between organisations, racing with their edits.
+                let r = records.randomElement(using: &rng)!
+                let to = ["politie", "comensha", "jenv"].randomElement(using: &rng)!
+                try node.commitLocal(author: "u\(i)", writes: [FieldWrite(record: r, field: "owner", value: .string(to))])
+                continue
+            }
+            if Double.random(in: 0..<1, using: &rng) < 0.1 {
                 created += 1
                 try node.commitLocal(author: "u\(i)", writes: [
                     FieldWrite(record: "x\(i).\(created)", field: "owner", value: .string(org)),
@@ -90,21 +143,26 @@ import Testing
             var writes: [FieldWrite] = []
             var used = Set<String>()
             for _ in 0..<Int.random(in: 1...3, using: &rng) {
-                let r = editable.randomElement(using: &rng)!
+                let r = records.randomElement(using: &rng)!
                 let f = fields.randomElement(using: &rng)!
                 if used.insert(r + f).inserted { writes.append(FieldWrite(record: r, field: f, value: value(for: f, &rng))) }
             }
             let resolving = Double.random(in: 0..<1, using: &rng) < 0.15
-            try node.commitLocal(author: "u\(i)", writes: writes, resolving: resolving)
+            do {
+                try node.commitLocal(author: "u\(i)", writes: writes, resolving: resolving)
+            } catch let error as ReplicaError where error.code == .forbidden {
+                continue  // not this org's record (any more): the local rule refused it, as partners would
+            }
         }
 
         // Everything any origin made, then delivered to observers in random orders.
-        var everything: [SignedCommit] = []
+        var everything: [SignedCommit] = mallory.commits
         for (i, g) in generators.enumerated() {
             everything += try allCommits(g).filter { $0.commit.origin == network.identities[nodes[i].name]!.id }
         }
         var result = CaseResult()
         result.commits = everything.count
+        let reference = expectedState(everything, refused: mallory.refused)
         var snapshots: [ReplicaSnapshot] = []
         for o in 0..<3 {
             var delivery = everything
@@ -126,16 +184,17 @@ import Testing
                     reopened = true
                 }
             }
+            try releaseClockAhead(observer)
             let held = try observer.heldCommits()
             if !held.isEmpty {
                 result.ok = false
                 result.why = "observer \(o) still holds \(held.map { "\($0.ref) \($0.reason)" })"
                 return result
             }
-            let rejected = try observer.rejectedCommits()
-            if !rejected.isEmpty {
+            let rejected = Set(try observer.rejectedCommits().map(\.ref))
+            if rejected != mallory.refused {
                 result.ok = false
-                result.why = "observer \(o) rejected \(rejected.map { "\($0.ref) \($0.reason) \($0.detail)" })"
+                result.why = "observer \(o) refused \(rejected.sorted()), expected \(mallory.refused.sorted()): \(try observer.rejectedCommits().map(\.detail))"
                 return result
             }
             if try observer.recomputeDigestBuckets() != observer.digestBuckets {
@@ -143,10 +202,18 @@ import Testing
                 result.why = "observer \(o): maintained digest differs from a recomputation"
                 return result
             }
-            snapshots.append(try ReplicaSnapshot(observer))
+            let snapshot = try ReplicaSnapshot(observer)
+            let conflicts = Set(snapshot.conflicts.flatMap { c in c.losers.map { conflictKey(c.record, c.field, c.winner, $0) } })
+            if snapshot.winners != reference.winners || conflicts != reference.conflicts {
+                result.ok = false
+                result.why = "observer \(o) differs from the reference model (winners equal: \(snapshot.winners == reference.winners))"
+                return result
+            }
+            snapshots.append(snapshot)
         }
         // A generator that catches up with everyone holds the same state too.
         try generators[0].apply(everything)
+        try releaseClockAhead(generators[0])
         snapshots.append(try ReplicaSnapshot(generators[0]))
         for (k, s) in snapshots.enumerated().dropFirst() where s != snapshots[0] {
             result.ok = false
@@ -154,6 +221,65 @@ import Testing
             return result
         }
         result.conflicts = snapshots[0].conflicts.count
+        result.refused = mallory.refused.count
         return result
+    }
+
+    /// An operator releases what waits for its clock (and what waits behind it).
+    static func releaseClockAhead(_ replica: Replica) throws {
+        while let ahead = try replica.heldCommits().first(where: { $0.reason == .clockAhead }) {
+            try replica.releaseHeld(hash: ahead.hash)
+        }
+    }
+
+    /// One hostile commit, or an honest one on its own r4. Mallory reads the coordinator's view
+    /// to name current versions, as a partner that syncs would.
+    static func mallorysMove(_ mallory: inout Mallory, _ coordinator: Replica, setup: SignedCommit, now: UInt64, _ rng: inout SeededRandom) throws {
+        let target = records.randomElement(using: &rng)!
+        let stamp = Stamp(milliseconds: now, counter: UInt16(mallory.commits.count + 1))
+        let title = try coordinator.fields(ofRecord: target)["title"]?.version.ref
+        switch Int.random(in: 0..<4, using: &rng) {
+        case 0:  // takeover, replacing the current title
+            try mallory.sign([
+                Change(record: target, field: "owner", value: "inspectie"),
+                Change(record: target, field: "title", value: "taken", supersedes: title.map { [$0] } ?? []),
+            ], stamp: stamp, refuse: true)
+        case 1:  // stale owner reference: the setup made another org the owner
+            try mallory.sign([Change(record: target, field: "status", value: "completed")], ownerRefs: [target: setup.ref],
+                             stamp: stamp, refuse: true)
+        case 2:  // a blind claim, naming nothing
+            try mallory.sign([Change(record: target, field: "owner", value: "inspectie")], stamp: stamp, refuse: true)
+        default:  // an honest edit of its own record
+            try mallory.sign([Change(record: "r4", field: "status", value: "on-track")], ownerRefs: ["r4": setup.ref],
+                             stamp: stamp, refuse: false)
+        }
+    }
+
+    static func conflictKey(_ record: String, _ field: String, _ winner: FieldVersion, _ loser: FieldVersion) -> String {
+        "\(record).\(field): \(winner.ref) over \(loser.ref)"
+    }
+
+    /// The reference model: the merge rule applied to the accepted commits' changes directly. A
+    /// field's versions are those nobody superseded; the greatest (stamp, origin) wins.
+    static func expectedState(_ commits: [SignedCommit], refused: Set<CommitRef>) -> (winners: [String: [String: FieldVersion]], conflicts: Set<String>) {
+        struct Key: Hashable { let record: String; let field: String }
+        var versions: [Key: [FieldVersion]] = [:]
+        var superseded: [Key: Set<CommitRef>] = [:]
+        for c in commits where !refused.contains(c.ref) {
+            for change in c.commit.changes {
+                let key = Key(record: change.record, field: change.field)
+                versions[key, default: []].append(FieldVersion(value: change.valueBytes, stamp: c.commit.stamp, origin: c.commit.origin, seq: c.commit.seq))
+                superseded[key, default: []].formUnion(change.supersedes)
+            }
+        }
+        var winners: [String: [String: FieldVersion]] = [:]
+        var conflicts = Set<String>()
+        for (key, all) in versions {
+            let frontier = all.filter { !(superseded[key] ?? []).contains($0.ref) }.sorted { FieldVersion.wins($0, over: $1) }
+            guard let winner = frontier.first else { continue }
+            winners[key.record, default: [:]][key.field] = winner
+            for loser in frontier.dropFirst() { conflicts.insert(conflictKey(key.record, key.field, winner, loser)) }
+        }
+        return (winners, conflicts)
     }
 }

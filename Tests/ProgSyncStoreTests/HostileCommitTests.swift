@@ -174,3 +174,133 @@ import Testing
         try receiver.close()
     }
 }
+
+/// Ownership from the causal past (#11 item 3): a partner can change only what its organisation
+/// owns, may set `owner` only to create a record, and loses a record the coordinator moved away.
+@Suite struct OwnershipTests {
+    let network = TestNetwork(nodes: [("coord", "jenv"), ("pol", "politie"), ("com", "comensha"), ("receiver", "om")])
+
+    /// Signs hand-made commits on politie's chain, as a misbehaving node would.
+    struct Forger {
+        let identity: NodeIdentity
+        let clock: TestClock
+        var head: SignedCommit?
+        mutating func sign(_ changes: [Change], ownerRefs: [String: CommitRef] = [:]) throws -> SignedCommit {
+            clock.advance(1)
+            let commit = Commit(
+                origin: identity.id, seq: (head?.commit.seq ?? 0) + 1, stamp: Stamp(milliseconds: clock.now, counter: 0),
+                author: "mallory", prev: head?.hash ?? [], ownerRefs: ownerRefs, changes: changes)
+            let signed = try SignedCommit.sign(commit, with: identity)
+            head = signed
+            return signed
+        }
+    }
+
+    /// The coordinator's import: a3 owned by comensha, a4 owned by politie.
+    func programme() throws -> (coord: Replica, created: SignedCommit) {
+        let coord = try network.replica("coord", inMemory: true)
+        let created = try coord.commitLocal(author: "import", writes: [
+            FieldWrite(record: "a3", field: "owner", value: "comensha"), FieldWrite(record: "a3", field: "title", value: "Jeugdzorg"),
+            FieldWrite(record: "a4", field: "owner", value: "politie"), FieldWrite(record: "a4", field: "title", value: "Training"),
+            FieldWrite(record: "a5", field: "owner", value: "politie"), FieldWrite(record: "a5", field: "title", value: "Voorlichting"),
+        ])
+        return (coord, created)
+    }
+
+    func version(_ replica: Replica, _ record: String, _ field: String) throws -> CommitRef {
+        try #require(try replica.fields(ofRecord: record)[field]).version.ref
+    }
+
+    /// The reproduced finding: politie sets itself as owner of comensha's a3 with an empty
+    /// `supersedes`, and in the same commit replaces the title. Then it edits a3 again naming that
+    /// commit. Both are refused, and a3 is untouched.
+    @Test func aPartnerCannotTakeOverAnotherOrganisationsRecord() throws {
+        let (coord, created) = try programme()
+        let receiver = try network.replica("receiver", inMemory: true)
+        try receiver.apply([created])
+        let before = try ReplicaSnapshot(receiver)
+        var mallory = Forger(identity: network.identities["pol"]!, clock: network.clock)
+        let takeover = try mallory.sign([
+            Change(record: "a3", field: "owner", value: "politie"),
+            Change(record: "a3", field: "title", value: "Overgenomen", supersedes: [try version(coord, "a3", "title")]),
+        ])
+        let edit = try mallory.sign([Change(record: "a3", field: "status", value: "completed")], ownerRefs: ["a3": takeover.ref])
+        let report = try receiver.apply([takeover, edit])
+        #expect(report.applied == 0)
+        #expect(report.rejected.map(\.reason) == [.unauthorised, .unauthorised], "\(report.rejected)")
+        #expect(try ReplicaSnapshot(receiver) == before)
+    }
+
+    /// A claim that names nothing still fails once politie's chain has seen the record's owner.
+    @Test func aBlindClaimFailsOnceTheChainHasSeenTheOwner() throws {
+        let (coord, created) = try programme()
+        let receiver = try network.replica("receiver", inMemory: true)
+        try receiver.apply([created])
+        var mallory = Forger(identity: network.identities["pol"]!, clock: network.clock)
+        // An honest-looking edit of its own a4 names the import commit, which also set a3's owner.
+        let ownEdit = try mallory.sign(
+            [Change(record: "a4", field: "title", value: "Training 2", supersedes: [try version(coord, "a4", "title")])],
+            ownerRefs: ["a4": created.ref])
+        let claim = try mallory.sign([Change(record: "a3", field: "owner", value: "politie")])
+        let report = try receiver.apply([ownEdit, claim])
+        #expect(report.applied == 1)
+        #expect(report.rejected.map(\.reason) == [.unauthorised])
+        #expect(try receiver.fields(ofRecord: "a3")["owner"]?.value == "comensha")
+        #expect(try receiver.conflicts(record: "a3").isEmpty)
+    }
+
+    /// The coordinator moves a4 from politie to comensha. politie's later commits that name the
+    /// old owner change are refused, on every node whatever the order; comensha may edit.
+    @Test func aRecordMovedAwayIsOutOfReachOfItsOldOwner() throws {
+        let (coord, created) = try programme()
+        var mallory = Forger(identity: network.identities["pol"]!, clock: network.clock)
+        let before = try mallory.sign([Change(record: "a4", field: "status", value: "on-track")], ownerRefs: ["a4": created.ref])
+        try coord.apply([before])
+        network.clock.advance(5)
+        let move = try coord.commitLocal(author: "coordinator", writes: [
+            FieldWrite(record: "a4", field: "owner", value: "comensha"), FieldWrite(record: "a5", field: "title", value: "Voorlichting 2"),
+        ])
+        // politie's chain names the move: it edits its own a5 over the title the move wrote.
+        let seen = try mallory.sign(
+            [Change(record: "a5", field: "title", value: "Voorlichting 3", supersedes: [try version(coord, "a5", "title")])],
+            ownerRefs: ["a5": created.ref])
+        #expect(try version(coord, "a5", "title") == move.ref)
+        // Later it names its old owner change of a4, and nothing of the move: refused all the same.
+        let stale = try mallory.sign([Change(record: "a4", field: "status", value: "completed", supersedes: [before.ref])],
+                                     ownerRefs: ["a4": created.ref])
+        // A direct reference to the move, with the stale owner change, is refused too.
+        let named = try mallory.sign([Change(record: "a4", field: "owner", value: "politie", supersedes: [move.ref])])
+        let com = try network.replica("com", inMemory: true)
+        try com.apply(try allCommits(coord))
+        let comEdit = try com.commitLocal(author: "anna", writes: [FieldWrite(record: "a4", field: "status", value: "delayed")])
+
+        var snapshots: [ReplicaSnapshot] = []
+        var verdicts: [[String]] = []
+        let everything = try allCommits(coord) + [seen, stale, named, comEdit]
+        for order in [everything, everything.reversed(), everything.shuffled()] {
+            let receiver = try network.replica("receiver", inMemory: true)
+            for c in order { try receiver.apply([c]) }
+            #expect(try receiver.heldCommits().isEmpty)
+            snapshots.append(try ReplicaSnapshot(receiver))
+            verdicts.append(try receiver.rejectedCommits().map { "\($0.ref) \($0.reason)" }.sorted())
+            #expect(try receiver.fields(ofRecord: "a4")["status"]?.value == "delayed")
+            #expect(try receiver.fields(ofRecord: "a4")["owner"]?.value == "comensha")
+        }
+        #expect(verdicts[0] == ["\(stale.ref) unauthorised", "\(named.ref) unauthorised"].sorted(), "\(verdicts[0])")
+        #expect(Set(verdicts.map { $0 }).count == 1)
+        #expect(snapshots.allSatisfy { $0 == snapshots[0] })
+    }
+
+    /// The local write path applies the same rule: it refuses instead of storing a refused commit.
+    @Test func aLocalWriteThePartnersWouldRefuseIsRefusedHere() throws {
+        let (coord, created) = try programme()
+        let pol = try network.replica("pol", inMemory: true)
+        try pol.apply([created])
+        #expect(throws: ReplicaError.self) {
+            try pol.commitLocal(author: "anna", writes: [FieldWrite(record: "a3", field: "status", value: "completed")])
+        }
+        try pol.commitLocal(author: "anna", writes: [FieldWrite(record: "a4", field: "status", value: "completed")])
+        #expect(try pol.rejectedCommits().isEmpty)
+        _ = coord
+    }
+}

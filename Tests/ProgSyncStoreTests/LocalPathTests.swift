@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import ProgSyncCore
 import ProgSyncStore
+import Synchronization
 import Testing
 
 /// The local API's hot paths in the store: the point read of one record on plain connections,
@@ -61,7 +62,7 @@ extension RepairTests {
             LocalWrite(author: "p3", writes: [FieldWrite(record: "a", field: "status", value: "bijna")]),
             LocalWrite(author: "p4", writes: [FieldWrite(record: "a", field: "explanation", value: "loopt")]),
         ])
-        let landed = results.compactMap { try? $0.get() }
+        let landed = [try results[0].get(), try results[3].get()]
         #expect(landed.map(\.commit.author) == ["p1", "p4"])
         #expect(landed.map(\.commit.seq) == [1, 2])
         #expect(landed[1].commit.prev == landed[0].hash, "the second commit links to the first, not to the refused one")
@@ -88,6 +89,15 @@ extension RepairTests {
 @Suite struct ReaderSnapshotTests {
     let network = TestNetwork(nodes: [("coord", "jenv"), ("pol", "politie")])
 
+    /// Eight readers at once, so more than one connection holds a snapshot; every read must work.
+    func readConcurrently(_ replica: Replica, _ record: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let failures = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in
+            do { _ = try replica.storedRows(ofRecord: record) } catch { failures.withLock { $0.append("\(error)") } }
+        }
+        try #require(failures.withLock { $0 }.isEmpty, "\(failures.withLock { $0 })", sourceLocation: sourceLocation)
+    }
+
     func status(_ replica: Replica, _ record: String) throws -> String? {
         try replica.storedRows(ofRecord: record).first { $0.field == "status" && !$0.isLoser }
             .map { String(decoding: $0.value, as: UTF8.self) }
@@ -101,8 +111,7 @@ extension RepairTests {
             FieldWrite(record: "a", field: "kind", value: "activity"), FieldWrite(record: "a", field: "status", value: "not-started"),
         ])
         #expect(try status(coord, "a") == #""not-started""#)
-        // Several readers at once, so more than one connection holds a snapshot.
-        DispatchQueue.concurrentPerform(iterations: 8) { _ in _ = try? coord.storedRows(ofRecord: "a") }
+        try readConcurrently(coord, "a")
 
         try coord.commitLocal(author: "c", writes: [FieldWrite(record: "a", field: "status", value: "delayed")])
         #expect(try status(coord, "a") == #""delayed""#, "a local commit")
@@ -123,7 +132,7 @@ extension RepairTests {
         defer { network.cleanUp() }
         let coord = try network.replica("coord")
         try coord.commitLocal(author: "c", writes: [FieldWrite(record: "a", field: "kind", value: "activity")])
-        DispatchQueue.concurrentPerform(iterations: 8) { _ in _ = try? coord.storedRows(ofRecord: "a") }
+        try readConcurrently(coord, "a")
         try coord.commitLocal(author: "c", writes: [FieldWrite(record: "a", field: "status", value: "delayed")])
         // A full checkpoint that truncates the WAL needs every reader off its old snapshot.
         let other = try DatabaseQueue(path: network.path("coord"))

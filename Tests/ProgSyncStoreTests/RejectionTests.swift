@@ -37,20 +37,21 @@ import Testing
                author: "anna", prev: c.hash, ownerRefs: ownerRefs, changes: changes)
     }
 
-    func expectRefused(_ commit: SignedCommit, _ reason: CommitVerdict.Reason, receiver: Replica, held: Bool = false) throws {
+    func expectRefused(_ commit: SignedCommit, _ reason: CommitVerdict.Reason, receiver: Replica, held: Bool = false, _ label: String = "",
+                       sourceLocation: SourceLocation = #_sourceLocation) throws {
         let before = try ReplicaSnapshot(receiver)
         let vector = receiver.versionVector
         let report = try receiver.apply([commit])
-        #expect(report.applied == 0)
+        #expect(report.applied == 0, "\(label)", sourceLocation: sourceLocation)
         if held {
-            #expect(report.held.map(\.reason) == [reason])
-            #expect(try receiver.heldCommits().contains { $0.hash == commit.hash && $0.reason == reason })
+            #expect(report.held.map(\.reason) == [reason], "\(label): \(report.held)", sourceLocation: sourceLocation)
+            #expect(try receiver.heldCommits().contains { $0.hash == commit.hash && $0.reason == reason }, "\(label)", sourceLocation: sourceLocation)
         } else {
-            #expect(report.rejected.map(\.reason) == [reason], "\(report.rejected)")
-            #expect(try receiver.rejectedCommits().contains { $0.hash == commit.hash && $0.reason == reason })
+            #expect(report.rejected.map(\.reason) == [reason], "\(label): \(report.rejected)", sourceLocation: sourceLocation)
+            #expect(try receiver.rejectedCommits().contains { $0.hash == commit.hash && $0.reason == reason }, "\(label)", sourceLocation: sourceLocation)
         }
-        #expect(try ReplicaSnapshot(receiver) == before)
-        #expect(receiver.versionVector == vector || reason == .unauthorised || reason == .invalid)
+        #expect(try ReplicaSnapshot(receiver) == before, "\(label)", sourceLocation: sourceLocation)
+        #expect(receiver.versionVector == vector || reason == .unauthorised || reason == .invalid, "\(label)", sourceLocation: sourceLocation)
     }
 
     @Test func alteredValueIsRefused() throws {
@@ -131,6 +132,50 @@ import Testing
         let commit = try signed(next(after: created, changes: [Change(record: "a1", field: "status", value: "done")],
                                      ownerRefs: ["a1": created.ref]), by: "pol")
         try expectRefused(commit, .invalid, receiver: receiver)
+    }
+
+    @Test func validlySignedCommitWithWrongPrevIsABrokenChain() throws {
+        let (_, receiver, created) = try setUp()
+        var commit = next(after: created, changes: [Change(record: "a1", field: "status", value: "completed", supersedes: [created.ref])],
+                          ownerRefs: ["a1": created.ref])
+        commit.prev = [UInt8](repeating: 7, count: 32)
+        try expectRefused(try signed(commit, by: "pol"), .brokenChain, receiver: receiver)
+        // The same with a signature that does not verify is a forgery, not a broken chain.
+        try expectRefused(tampered(try signed(commit, by: "pol")) { $0.author = "mallory" }, .badSignature, receiver: receiver)
+    }
+
+    /// Each way a validly signed, correctly chained commit can break the schema or the commit
+    /// rules (CommitRules.validate). Each is refused as invalid and changes nothing.
+    typealias Shape = (changes: [Change], author: String, ownerRefs: [String: CommitRef])
+    static let invalidCommits: [(String, @Sendable (_ created: SignedCommit) -> Shape)] = [
+        ("no changes", { c in ([], "anna", ["a1": c.ref]) }),
+        ("too many changes", { c in
+            ((0...CommitRules.maxChangesPerCommit).map { Change(record: "n\($0)", field: "kind", value: "activity") }, "anna", [:])
+        }),
+        ("author too long", { c in
+            ([Change(record: "a1", field: "status", value: "delayed")], String(repeating: "a", count: CommitRules.maxAuthorBytes + 1), ["a1": c.ref])
+        }),
+        ("bad record id", { c in ([Change(record: "A1 B", field: "owner", value: "politie")], "anna", [:]) }),
+        ("unknown field", { c in ([Change(record: "a1", field: "colour", value: "red")], "anna", ["a1": c.ref]) }),
+        ("wrong value type", { c in ([Change(record: "a1", field: "number", value: "twelve")], "anna", ["a1": c.ref]) }),
+        ("a field twice", { c in
+            ([Change(record: "a1", field: "status", value: "delayed"), Change(record: "a1", field: "status", value: "completed")], "anna", ["a1": c.ref])
+        }),
+        ("supersedes its own future", { c in
+            ([Change(record: "a1", field: "status", value: "delayed", supersedes: [CommitRef(origin: c.commit.origin, seq: 9)])], "anna", ["a1": c.ref])
+        }),
+        ("owner reference points forward", { c in
+            ([Change(record: "a1", field: "status", value: "delayed")], "anna", ["a1": CommitRef(origin: c.commit.origin, seq: 9)])
+        }),
+    ]
+
+    @Test(arguments: 0..<invalidCommits.count) func invalidCommitIsRefused(_ index: Int) throws {
+        let (name, make) = Self.invalidCommits[index]
+        let (_, receiver, created) = try setUp()
+        let shape = make(created)
+        var commit = next(after: created, changes: shape.changes, ownerRefs: shape.ownerRefs)
+        commit.author = shape.author
+        try expectRefused(try signed(commit, by: "pol"), .invalid, receiver: receiver, "\(name)")
     }
 
     @Test func unknownKeyIsHeldThenAppliedWhenRegistered() throws {
