@@ -81,21 +81,27 @@ func fuzzWire(_ input: [UInt8]) {
     invariant(again?.map(\.hash) == commits.map(\.hash), "wire batch does not survive a re-encode")
 }
 
-/// The bundle reader. The first byte chooses whether the rest is a whole file or the payload
-/// inside the gzip stream (wrapped here with a valid checksum, so the fuzzer reaches the parser).
+/// The bundle reader. The first byte chooses whether the rest is a whole file or the content
+/// inside the gzip stream (then sealed here by a test key, so the fuzzer reaches the parser).
 func fuzzBundle(_ input: [UInt8]) {
     guard let mode = input.first else { return }
+    let exporter = ApplyFuzzer.shared.signers[0]
     var file = Array(input.dropFirst())
     if mode & 1 == 1 {
-        var payload = file
-        payload.append(contentsOf: SHA256Digest.bytes(of: payload))
-        guard let compressed = try? Gzip.compress(payload) else { return }
+        guard var deflater = try? Gzip.Deflater() else { return }
+        guard (try? deflater.write(file)) != nil, let compressed = try? deflater.finish() else { return }
         file = CommitBundle.magic + compressed
+        guard let seal = try? CommitBundle.seal(file, signedBy: exporter) else { return }
+        file += seal
     }
     guard let bundle = try? CommitBundle(decoding: file) else { return }
-    guard let again = try? CommitBundle(decoding: try CommitBundle(header: bundle.header, commits: bundle.commits).encoded()) else {
+    _ = bundle.versionVector
+    _ = bundle.isSealed(by: exporter.publicKey)
+    let reencoded = try? CommitBundle(header: bundle.header, commits: bundle.commits).encoded(signedBy: exporter)
+    guard let again = reencoded.flatMap({ try? CommitBundle(decoding: $0) }) else {
         return invariant(false, "a decoded bundle does not re-encode")
     }
+    invariant(again.isSealed(by: exporter.publicKey), "a re-encoded bundle is not sealed by its exporter")
     invariant(again.header.canonicalBytes == bundle.header.canonicalBytes, "bundle header changes on re-encode")
     invariant(again.commits.map(\.body) == bundle.commits.map(\.body) && again.commits.map(\.signature) == bundle.commits.map(\.signature),
               "bundle commits change on re-encode")
@@ -128,8 +134,4 @@ func fuzzRegistry(_ input: [UInt8]) {
     guard let again = try? PartnerRegistry(json: registry.json) else { return invariant(false, "a registry's own JSON does not read back") }
     invariant(Set(again.nodes.keys) == Set(registry.nodes.keys), "registry nodes change on a write and read")
     invariant(again.coordinators == registry.coordinators, "registry coordinators change on a write and read")
-}
-
-enum SHA256Digest {
-    static func bytes(of data: [UInt8]) -> [UInt8] { Array(SHA256.hash(data: data)) }
 }

@@ -29,14 +29,14 @@ enum SeedCorpus {
         var seeds: [String: [[UInt8]]] = [:]
         seeds["commit"] = commits.map(\.canonicalBytes)
         seeds["wire"] = [CommitWire.json(commits).canonicalBytes, CommitWire.json([second]).canonicalBytes]
-        let header: JSONValue = .object(["node": .string(jenv.id.rawValue), "vector": .object([jenv.id.rawValue: .int(2)])])
+        let header: JSONValue = .object(["node": .string(jenv.id.rawValue), "versionVector": .object([jenv.id.rawValue: .int(2)])])
         let bundle = CommitBundle(header: header, commits: commits.map { ($0.canonicalBytes, $0.signature) })
         var payload = header.canonicalBytes + [UInt8(ascii: "\n")]
         for c in commits {
             let n = UInt32(c.canonicalBytes.count)
             payload += [UInt8(n >> 24), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)] + c.canonicalBytes + c.signature
         }
-        seeds["bundle"] = [[0] + (try bundle.encoded()), [1] + payload]
+        seeds["bundle"] = [[0] + (try bundle.encoded(signedBy: jenv)), [0] + (try bundle.encodedFormat1()), [1] + payload]
         seeds["json"] = [
             #"{"a":[1,-2.5e3,true,false,null],"b":{"c":"\u00e9\ud83d\ude00\n\t\\\""},"d":1.0e-7}"#,
             #"[[[[[]]]],{},"",0,-0,9223372036854775807,-9223372036854775808,1e400]"#,
