@@ -166,8 +166,11 @@ public enum CSV {
     }
 
     /// One field as it appears in the file.
+    /// Looks at scalars, not Characters: a combining mark after a quote or delimiter makes one
+    /// Character that the reader still sees as a quote or delimiter.
     public static func escape(_ field: String, delimiter: Character = ",") -> String {
-        guard field.contains(where: { $0 == delimiter || $0 == "\"" || $0 == "\n" || $0 == "\r" || $0 == "\r\n" })
+        let delimiterScalars = delimiter.unicodeScalars
+        guard field.unicodeScalars.contains(where: { $0 == "\"" || $0 == "\n" || $0 == "\r" || delimiterScalars.contains($0) })
         else { return field }
         var out = "\""
         for scalar in field.unicodeScalars {

@@ -54,6 +54,16 @@ private let sampleFile: String? = {
         #expect(parsed.map(\.line) == [1, 2, 4, 6, 7])
     }
 
+    /// Found by the csv fuzz target: a combining mark after a delimiter or quote makes one
+    /// Character (",\u{0599}"), so a Character test missed the delimiter and wrote it bare.
+    @Test func quotesDelimiterAndQuoteFollowedByCombiningMark() throws {
+        let rows: [[String]] = [["@", ",\u{0599}"], ["\"\u{0308}x", ";\u{0301}"]]
+        let text = rows.map { CSV.line($0) }.joined()
+        #expect(try CSV.parse(bytes(text), delimiter: UInt8(ascii: ",")).map(\.fields) == rows)
+        let semicolons = rows.map { CSV.line($0, delimiter: ";") }.joined()
+        #expect(try CSV.parse(bytes(semicolons), delimiter: UInt8(ascii: ";")).map(\.fields) == rows)
+    }
+
     @Test func acceptsLFAndCRLFAndBOMAndBlankLines() throws {
         let parsed = try CSV.parse(CSV.byteOrderMark + bytes("id,title\r\nx,1\n\ny,\"2\"\r\n"))
         #expect(parsed.map(\.fields) == [["id", "title"], ["x", "1"], ["y", "2"]])
