@@ -77,6 +77,22 @@ struct LocalLimitsTests {
         #expect(try await d.request("GET", "/v1/status").status == 200)
     }
 
+    @Test func badLimitValuesAreConfigurationErrors() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("pslim-\(UUID().uuidString.prefix(8))").path
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        for (key, value, message) in [
+            ("PROGSYNC_PEERS_MAX_CONNECTIONS", "0", "peers.max-connections must be from 1 to 100000, not 0"),
+            ("PROGSYNC_PEERS_HANDSHAKE_TIMEOUT_SECONDS", "soon", "peers.handshake-timeout-seconds must be a whole number, not soon"),
+            ("PROGSYNC_LIMITS_MAX_EVENT_BACKLOG", "99999999999999999999", "limits.max-event-backlog must be a whole number"),
+            ("PROGSYNC_PEERS_MAX_PUSH_BYTES", "1024", "peers.max-push-bytes must be from 65536"),
+        ] {
+            let result = try await runProcess(Binaries.progsyncd, ["--data-dir", folder, "--empty"],
+                                              environment: Binaries.cleanEnvironment([key: value]), timeout: 20)
+            #expect(result.exitCode != 0 && !result.signalled, "\(key)=\(value): \(result)")
+            #expect(result.stderr.contains(message), "\(key)=\(value): \(result.stderr)")
+        }
+    }
+
     @Test func eventStreamsAreCappedAndAResumedStreamMissesNothing() async throws {
         let d = try await DaemonHarness.started(environment: [
             "PROGSYNC_LIMITS_MAX_EVENT_SUBSCRIBERS": "2", "PROGSYNC_LIMITS_MAX_EVENT_BACKLOG": "4",
