@@ -1,9 +1,11 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import HummingbirdTLS
 import Logging
 import ProgSyncHTTPClient
 import NIOCore
+import NIOSSL
 import ProgSyncCore
 import ProgSyncStore
 import ServiceLifecycle
@@ -201,28 +203,35 @@ func makePeerEndpoints(
     return out
 }
 
-/// The peer listener: mutual TLS with the registry's pins, or plain HTTP on loopback when allowed.
+/// The peer listener: mutual TLS with the registry's pins, or plain HTTP on loopback when allowed;
+/// either way behind the connection, timeout and per-partner limits of `PeerListenerLimits.swift`.
 func makePeerListener(
     _ listen: String, _ configuration: DaemonConfiguration, tls: NodeTLSIdentity, replica: Replica,
     me: NodeFiles.StoredIdentity, events: EventBroadcaster, inbound: InboundContact, logger: Logger
 ) throws -> any Service {
     let (host, port) = try splitHostPort(listen)
+    let limits = configuration.peerLimits
     let router = Router(context: PeerRequestContext.self)
     router.middlewares.add(JSONErrorMiddleware())
+    router.middlewares.add(PeerLoadMiddleware(load: PeerLoad(limits: limits)))
     router.middlewares.add(inbound)
-    PeerAPI(replica: replica, node: me, events: events, limits: .init(), logger: logger).addRoutes(to: router)
+    PeerAPI(replica: replica, node: me, events: events, limits: limits, logger: logger).addRoutes(to: router)
     let address = BindAddress.hostname(host, port: port)
     let running: @Sendable (any Channel) async -> Void = { channel in
         logger.info("peer listener", metadata: ["address": "\(channel.localAddress?.description ?? listen)", "tls": "\(!configuration.peerPlainHTTP)"])
     }
-    if configuration.peerPlainHTTP {
-        guard isLoopback(host: host) else { throw ConfigurationError("peers.plain-http is allowed only on a loopback address, not \(host)") }
-        return Application(router: router, server: .http1(), configuration: .init(address: address, serverName: nil),
-                           onServerRunning: running, logger: logger)
+    if configuration.peerPlainHTTP, !isLoopback(host: host) {
+        throw ConfigurationError("peers.plain-http is allowed only on a loopback address, not \(host)")
     }
-    let tlsConfiguration = try peerServerTLSConfiguration(identity: tls, allowedPins: {
+    let serverTLS = try configuration.peerPlainHTTP ? nil : peerServerTLSConfiguration(identity: tls, allowedPins: {
         Set(replica.registry.nodes.values.compactMap(\.certificatePin))
-    }, logger: logger)
-    return Application(router: router, server: try .tls(.http1(), configuration: tlsConfiguration),
-                       configuration: .init(address: address, serverName: nil), onServerRunning: running, logger: logger)
+    }, logger: logger).withContext()
+    let admission = ConnectionAdmission(maxConnections: limits.maxConnections, maxPerAddress: limits.maxConnectionsPerAddress, logger: logger)
+    let server = HTTPServerBuilder { responder in
+        PeerChildChannel(
+            http: HTTP1Channel(responder: responder, configuration: .init(idleTimeout: .seconds(Int64(limits.idleTimeoutSeconds)))),
+            tls: serverTLS, admission: admission, handshakeTimeout: .seconds(Int64(limits.handshakeTimeoutSeconds)))
+    }
+    return Application(router: router, server: server, configuration: .init(address: address, serverName: nil),
+                       onServerRunning: running, logger: logger)
 }

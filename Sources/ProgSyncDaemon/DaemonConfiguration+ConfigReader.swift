@@ -11,8 +11,12 @@ extension DaemonConfiguration {
     /// - `progsync.clock.max-offset-seconds` / `PROGSYNC_CLOCK_MAX_OFFSET_SECONDS`: quarantine threshold (300; 1 to 31,536,000)
     /// - `progsync.sample-data` / `PROGSYNC_SAMPLE_DATA`: load the 2021 programme into a new replica (true)
     /// - `progsync.limits.max-body-bytes`, `.max-import-bytes` (1 KiB to 1 GiB), `.max-json-depth` (2 to 512), `.max-page-size` (1 to 100,000)
+    /// - `progsync.limits.max-event-subscribers` (64), `.max-event-backlog` (1000 events)
     /// - `progsync.peers.listen` / `PROGSYNC_PEERS_LISTEN`: peer listener "host:port" (none by default)
     /// - `progsync.peers.plain-http` / `PROGSYNC_PEERS_PLAIN_HTTP`: plain HTTP on loopback only (false)
+    /// - `progsync.peers.max-connections` (256), `.max-connections-per-address` (32),
+    ///   `.handshake-timeout-seconds` (10), `.idle-timeout-seconds` (120), `.max-requests-per-peer` (16),
+    ///   `.max-long-polls-per-peer` (4), `.max-push-bytes` (67108864): the peer listener's limits
     /// - `progsync.tls.certificate`, `progsync.tls.key`: the node's TLS files (default `<data>/tls-cert.pem`, `<data>/tls-key.pem`)
     /// - `progsync.reconcile.schedule` / `PROGSYNC_RECONCILE_SCHEDULE`: daily "HH:MM" in the node's time zone, or "off" (02:30)
     /// - `progsync.reconcile.keep-days` / `PROGSYNC_RECONCILE_KEEP_DAYS`: how long reconciliation reports are kept (90; 1 to 36,500)
@@ -42,7 +46,19 @@ extension DaemonConfiguration {
         limits.maxImportBytes = try config.int(forKey: "limits.max-import-bytes", default: limits.maxImportBytes, in: 1024...(1 << 30))
         limits.maxJSONDepth = try config.int(forKey: "limits.max-json-depth", default: limits.maxJSONDepth, in: 2...512)
         limits.maxPageSize = try config.int(forKey: "limits.max-page-size", default: limits.maxPageSize, in: 1...100_000)
+        limits.maxEventSubscribers = try config.int(forKey: "limits.max-event-subscribers", default: limits.maxEventSubscribers, in: 1...100_000)
+        limits.maxEventBacklog = try config.int(forKey: "limits.max-event-backlog", default: limits.maxEventBacklog, in: 1...1_000_000)
         peerListen = config.string(forKey: "peers.listen")
+        peerLimits.maxConnections = try config.int(forKey: "peers.max-connections", default: peerLimits.maxConnections, in: 1...100_000)
+        peerLimits.maxConnectionsPerAddress = try config.int(
+            forKey: "peers.max-connections-per-address", default: peerLimits.maxConnectionsPerAddress, in: 1...100_000)
+        peerLimits.handshakeTimeoutSeconds = try config.int(
+            forKey: "peers.handshake-timeout-seconds", default: peerLimits.handshakeTimeoutSeconds, in: 1...3600)
+        peerLimits.idleTimeoutSeconds = try config.int(forKey: "peers.idle-timeout-seconds", default: peerLimits.idleTimeoutSeconds, in: 1...86_400)
+        peerLimits.maxRequestsPerPeer = try config.int(forKey: "peers.max-requests-per-peer", default: peerLimits.maxRequestsPerPeer, in: 1...10_000)
+        peerLimits.maxLongPollsPerPeer = try config.int(forKey: "peers.max-long-polls-per-peer", default: peerLimits.maxLongPollsPerPeer, in: 1...10_000)
+        // At least a few MiB: the replicator pushes batches of up to 4 MiB of commits.
+        peerLimits.maxPushBytes = try config.int(forKey: "peers.max-push-bytes", default: peerLimits.maxPushBytes, in: (64 << 10)...(1 << 30))
         peerPlainHTTP = config.bool(forKey: "peers.plain-http", default: false)
         tlsCertificatePath = config.string(forKey: "tls.certificate", default: tlsCertificatePath)
         tlsKeyPath = config.string(forKey: "tls.key", default: tlsKeyPath)
@@ -61,14 +77,18 @@ extension DaemonConfiguration {
 }
 
 extension ConfigReader {
-    /// An integer key within its range: the values feed byte counts, depths and millisecond
-    /// arithmetic, where a huge number would overflow rather than mean anything.
-    func int(forKey key: ConfigKey, default value: Int, in range: ClosedRange<Int>) throws -> Int {
-        let n = int(forKey: key, default: value)
-        guard range.contains(n) else {
-            throw ConfigurationError("\(key) must be from \(range.lowerBound) to \(range.upperBound), not \(n)")
+    /// An integer key within `range`: the values feed byte counts, depths and millisecond
+    /// arithmetic. A value that is not a whole number, or out of range, is a configuration error
+    /// rather than a silent default or an overflow later.
+    func int(forKey key: String, default defaultValue: Int, in range: ClosedRange<Int>) throws -> Int {
+        guard let value = int(forKey: ConfigKey(key)) else {
+            if let text = string(forKey: ConfigKey(key)) { throw ConfigurationError("\(key) must be a whole number, not \(text)") }
+            return defaultValue
         }
-        return n
+        guard range.contains(value) else {
+            throw ConfigurationError("\(key) must be from \(range.lowerBound) to \(range.upperBound), not \(value)")
+        }
+        return value
     }
 }
 

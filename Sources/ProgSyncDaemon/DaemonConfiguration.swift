@@ -12,6 +12,7 @@ public struct DaemonConfiguration: Sendable {
     public var maxClockOffsetSeconds: Int
     public var loadSampleData: Bool
     public var limits: Limits
+    public var peerLimits: PeerLimits
     /// The peer listener, "host:port"; nil runs no peer listener (a node that only pulls and pushes).
     public var peerListen: String?
     /// Plain HTTP between peers: only on loopback, only when set (tests and demos).
@@ -38,6 +39,33 @@ public struct DaemonConfiguration: Sendable {
         public var maxBundleBytes = 1 << 30
         public var maxJSONDepth = 32
         public var maxPageSize = 1000
+        /// Open `GET /v1/events` streams; one more is refused with 503.
+        public var maxEventSubscribers = 64
+        /// Events queued for one stream that does not keep up; past it the stream is closed and
+        /// the client resumes with `Last-Event-ID`.
+        public var maxEventBacklog = 1000
+        public init() {}
+    }
+
+    /// What one partner, or anyone who can reach the peer port, may hold of this node.
+    public struct PeerLimits: Sendable {
+        /// Open connections to the peer listener; more are closed as they arrive.
+        public var maxConnections = 256
+        /// Open connections from one IP address.
+        public var maxConnectionsPerAddress = 32
+        /// A connection that has not finished its TLS handshake by then is closed.
+        public var handshakeTimeoutSeconds = 10
+        /// A connection with no request for this long is closed.
+        public var idleTimeoutSeconds = 120
+        /// Requests one partner (its pinned certificate) may have in progress; more get 429.
+        public var maxRequestsPerPeer = 16
+        /// Long polls (`GET /v1/peer/commits?wait=`) one partner may have waiting; more get 429.
+        public var maxLongPollsPerPeer = 4
+        /// Largest `POST /v1/peer/commits` body; larger gets 413.
+        public var maxPushBytes = 64 << 20
+        /// Most commits in one push or pull batch, and the longest long poll.
+        public var maxBatch = 10_000
+        public var maxWaitSeconds = 30
         public init() {}
     }
 
@@ -50,6 +78,7 @@ public struct DaemonConfiguration: Sendable {
         maxClockOffsetSeconds = 300
         loadSampleData = true
         limits = Limits()
+        peerLimits = PeerLimits()
         peerListen = nil
         peerPlainHTTP = false
         tlsCertificatePath = dataDirectory + "/tls-cert.pem"

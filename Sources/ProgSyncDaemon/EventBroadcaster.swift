@@ -4,11 +4,25 @@ import ProgSyncStore
 import ServiceLifecycle
 import Synchronization
 
-/// The change stream: every stored commit, in arrival order, as server-sent events. Subscribers
-/// are finished on shutdown so open streams never hold the daemon up.
+/// The change stream: every stored commit, in arrival order, as server-sent events whose ids are
+/// LSNs. Subscribers are finished on shutdown so open streams never hold the daemon up. A
+/// subscriber that falls more than its backlog behind is finished too (never silently skipped):
+/// its client reconnects with `Last-Event-ID` and reads the rest from the commit log.
 final class EventBroadcaster: Service, Sendable {
+    /// One event: its LSN, and its text on the wire.
+    struct Event: Sendable {
+        var lsn: Int64
+        var text: String
+    }
+
+    /// A new subscriber's live events, which start after `startLSN`.
+    struct Subscription {
+        var stream: AsyncStream<Event>
+        var startLSN: Int64
+    }
+
     struct State {
-        var subscribers: [UUID: AsyncStream<String>.Continuation] = [:]
+        var subscribers: [UUID: AsyncStream<Event>.Continuation] = [:]
         var waiters: [UUID: (after: Int64, continuation: CheckedContinuation<Void, Never>)] = [:]
         var abandonedWaits = Set<UUID>()
         var lastLSN: Int64 = 0
@@ -27,37 +41,48 @@ final class EventBroadcaster: Service, Sendable {
         state.withLock { $0.lastLSN = lsn }
     }
 
-    func subscribe() -> AsyncStream<String> {
-        let (stream, continuation) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
+    /// A live stream holding at most `backlog` unread events; nil when `maxSubscribers` are
+    /// already subscribed.
+    func subscribe(maxSubscribers: Int, backlog: Int) -> Subscription? {
+        let (stream, continuation) = AsyncStream<Event>.makeStream(bufferingPolicy: .bufferingOldest(backlog))
         let id = UUID()
-        let added = state.withLock { s -> Bool in
-            guard !s.finished else { return false }
+        let (added, start) = state.withLock { s -> (Bool?, Int64) in
+            if s.finished { return (false, s.lastLSN) }
+            guard s.subscribers.count < maxSubscribers else { return (nil, s.lastLSN) }
             s.subscribers[id] = continuation
-            return true
+            return (true, s.lastLSN)
         }
+        guard let added else { return nil }
         if !added { continuation.finish() }
         continuation.onTermination = { [weak self] _ in self?.state.withLock { _ = $0.subscribers.removeValue(forKey: id) } }
-        return stream
+        return Subscription(stream: stream, startLSN: start)
     }
+
+    var isShuttingDown: Bool { state.withLock { $0.finished } }
 
     /// Sends every commit stored since the last call, and wakes long polls.
     func publish(replica: Replica) {
-        let wake = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+        let (wake, behind) = state.withLock { s -> ([CheckedContinuation<Void, Never>], [AsyncStream<Event>.Continuation]) in
             guard !s.subscribers.isEmpty else {
                 s.lastLSN = (try? replica.lastLSN) ?? s.lastLSN
-                return s.wakeWaiters()
+                return (s.wakeWaiters(), [])
             }
-            guard let commits = try? replica.commits(afterLSN: s.lastLSN, limit: 100_000), !commits.isEmpty else { return [] }
+            guard let commits = try? replica.commits(afterLSN: s.lastLSN, limit: 100_000), !commits.isEmpty else { return ([], []) }
+            var behind: [AsyncStream<Event>.Continuation] = []
             for stored in commits {
-                let c = stored.commit.commit
-                // This node's own commits show the name behind their pseudonym, as history does.
-                let author = c.origin == replica.nodeID ? (try? replica.author(of: CommitRef(origin: c.origin, seq: c.seq))) ?? nil : nil
-                let event = Self.event(stored, org: replica.registry.org(of: c.origin), author: author ?? c.author)
-                for continuation in s.subscribers.values { continuation.yield(event) }
+                let event = Event(lsn: stored.lsn, text: Self.event(stored, replica: replica))
+                for (id, continuation) in s.subscribers {
+                    if case .dropped = continuation.yield(event) {
+                        s.subscribers.removeValue(forKey: id)
+                        behind.append(continuation)
+                    }
+                }
             }
             s.lastLSN = commits.last!.lsn
-            return s.wakeWaiters()
+            return (s.wakeWaiters(), behind)
         }
+        // Outside the lock: finishing runs the stream's onTermination, which takes it.
+        for continuation in behind { continuation.finish() }
         for continuation in wake { continuation.resume() }
     }
 
@@ -92,8 +117,13 @@ final class EventBroadcaster: Service, Sendable {
         _ = state.withLock { $0.abandonedWaits.remove(id) }
     }
 
-    static func event(_ stored: StoredCommit, org: String?, author: String) -> String {
+    /// One commit as a server-sent event, live or replayed after `Last-Event-ID`.
+    static func event(_ stored: StoredCommit, replica: Replica) -> String {
         let c = stored.commit.commit
+        let org = replica.registry.org(of: c.origin)
+        // This node's own commits show the name behind their pseudonym, as history does.
+        let local = c.origin == replica.nodeID ? (try? replica.author(of: c.ref)) ?? nil : nil
+        let author = local ?? c.author
         let data = JSONValue.object([
             "lsn": .int(stored.lsn), "origin": .string(c.origin.rawValue), "org": .string(org ?? "unknown"),
             "seq": .int(Int64(c.seq)), "stamp": .string(c.stamp.hex), "time": .string(c.stamp.description),
@@ -105,7 +135,7 @@ final class EventBroadcaster: Service, Sendable {
 
     func run() async throws {
         try? await gracefulShutdown()
-        let (subscribers, waiters) = state.withLock { s -> ([AsyncStream<String>.Continuation], [CheckedContinuation<Void, Never>]) in
+        let (subscribers, waiters) = state.withLock { s -> ([AsyncStream<Event>.Continuation], [CheckedContinuation<Void, Never>]) in
             s.finished = true
             defer { s.subscribers.removeAll() }
             return (Array(s.subscribers.values), s.wakeWaiters())

@@ -35,7 +35,7 @@ struct LocalAPI: Sendable {
         router.post("/v1/quarantine/:hash/release") { _, context in try self.release(try context.parameters.require("hash")) }
         router.get("/v1/digest") { _, _ in try self.digest() }
         router.post("/v1/import") { request, context in try await self.importRecords(request, context) }
-        router.get("/v1/events") { request, _ in self.eventStream(request) }
+        router.get("/v1/events") { request, _ in try self.eventStream(request) }
         router.get("/v1/peers") { _, _ in try self.peersResponse() }
         router.post("/v1/sync") { request, _ in try await self.sync(request) }
         router.get("/v1/bundle") { request, _ in try await self.exportBundle(request) }
@@ -429,15 +429,40 @@ struct LocalAPI: Sendable {
 
     // MARK: Events
 
-    func eventStream(_ request: Request) -> Response {
-        let stream = events.subscribe()
+    static let lastEventID = HTTPField.Name("Last-Event-ID")!
+
+    /// Events after `Last-Event-ID` (an LSN), when given, come from the commit log first, page by
+    /// page, then the live stream takes over; so a client that was cut off for falling behind, or
+    /// that reconnects, misses nothing.
+    func eventStream(_ request: Request) throws -> Response {
+        let resumeAfter = try request.headers[Self.lastEventID].map { text in
+            guard let lsn = Int64(text), lsn >= 0 else { throw APIError.badRequest("Last-Event-ID must be an event id (an LSN ≥ 0)") }
+            return lsn
+        }
+        guard let subscription = events.subscribe(maxSubscribers: limits.maxEventSubscribers, backlog: limits.maxEventBacklog) else {
+            throw APIError(.serviceUnavailable, "busy", "at most \(limits.maxEventSubscribers) event streams at a time; try again later")
+        }
+        let replica = replica, events = events
         return Response(
             status: .ok,
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
             body: .init { writer in
                 try await writer.write(ByteBuffer(string: ": progsync events\n\n"))
-                for await event in stream {
-                    try await writer.write(ByteBuffer(string: event))
+                var last = resumeAfter ?? subscription.startLSN
+                while last < subscription.startLSN {
+                    let page = try replica.commits(afterLSN: last, limit: 500).filter { $0.lsn <= subscription.startLSN }
+                    guard let end = page.last?.lsn else { break }
+                    for stored in page {
+                        try await writer.write(ByteBuffer(string: EventBroadcaster.event(stored, replica: replica)))
+                    }
+                    last = end
+                }
+                for await event in subscription.stream where event.lsn > last {
+                    try await writer.write(ByteBuffer(string: event.text))
+                    last = event.lsn
+                }
+                if !events.isShuttingDown {
+                    try await writer.write(ByteBuffer(string: ": this stream fell too far behind; reconnect with Last-Event-ID: \(last)\n\n"))
                 }
                 try await writer.finish(nil)
             })

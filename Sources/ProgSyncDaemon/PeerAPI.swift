@@ -7,7 +7,12 @@ import ProgSyncStore
 
 struct PeerRequestContext: RequestContext {
     var coreContext: CoreRequestContextStorage
-    init(source: ApplicationRequestContextSource) { coreContext = .init(source: source) }
+    /// The connection, to tell which partner is calling (its certificate).
+    let channel: (any Channel)?
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
     var maxUploadSize: Int { 256 << 20 }
 }
 
@@ -20,14 +25,11 @@ struct PeerAPI: Sendable {
     let replica: Replica
     let node: NodeFiles.StoredIdentity
     let events: EventBroadcaster
-    let limits: PeerLimits
+    let limits: DaemonConfiguration.PeerLimits
     let logger: Logger
-
-    struct PeerLimits: Sendable {
-        var maxBatch = 10_000
-        var maxBodyBytes = 128 << 20
-        var maxWaitSeconds = 30
-    }
+    /// Buckets per `POST /v1/peer/digest/entries`: each request scans the replica's fields once
+    /// and answers their entries, so a partner pages through a larger set.
+    static let maxEntriesBuckets = 256
 
     func addRoutes(to router: Router<PeerRequestContext>) {
         router.get("/v1/peer/hello") { _, _ in self.hello() }
@@ -91,6 +93,9 @@ struct PeerAPI: Sendable {
     func entries(_ request: Request) async throws -> Response {
         let body = try await Self.jsonBody(request, limit: 1 << 20, maxDepth: 4)
         guard let list = body["buckets"]?.arrayValue else { throw APIError.badRequest("buckets must be a list of bucket numbers") }
+        guard list.count <= Self.maxEntriesBuckets else {
+            throw APIError(.contentTooLarge, "too-large", "at most \(Self.maxEntriesBuckets) buckets per request")
+        }
         var buckets = Set<Int>()
         for item in list {
             guard let b = item.intValue.map(Int.init), (0..<ReplicaDigest.bucketCount).contains(b) else {
@@ -123,10 +128,7 @@ struct PeerAPI: Sendable {
         }
         // Batches are bounded in bytes too, so a peer catching up gets a stream of moderate batches
         // it can apply while the next one travels, whatever the commit sizes.
-        var bytes = 0
-        if let cut = stored.firstIndex(where: { c in bytes += c.body.count; return bytes > Self.maxBatchBytes }), cut > 0 {
-            stored.removeSubrange(cut...)
-        }
+        stored = Array(stored.prefix(bodyBytes: Self.maxBatchBytes))
         let cursor = stored.last?.lsn ?? since
         let last = try replica.lastLSN
         return JSONResponse.make(.object([
@@ -136,10 +138,14 @@ struct PeerAPI: Sendable {
     }
 
     func push(_ request: Request) async throws -> Response {
-        let body = try await Self.jsonBody(request, limit: limits.maxBodyBytes, maxDepth: 8)
+        let body = try await Self.collect(request, limit: limits.maxPushBytes)
         let commits: [SignedCommit]
-        do { commits = try CommitWire.decode(body["commits"] ?? .null, maxCommits: limits.maxBatch) } catch {
-            throw APIError.badRequest("\(error.description)")
+        do {
+            commits = try body.withUnsafeReadableBytes { bytes in
+                try CommitWire.decodeBatch(json: bytes.bindMemory(to: UInt8.self), maxCommits: limits.maxBatch)
+            }
+        } catch {
+            throw APIError.badRequest("\(error)")
         }
         let report = try replica.apply(commits)
         events.publish(replica: replica)
@@ -149,11 +155,14 @@ struct PeerAPI: Sendable {
         return JSONResponse.make(PeerAPI.reportJSON(report, vector: replica.versionVector))
     }
 
-    static func jsonBody(_ request: Request, limit: Int, maxDepth: Int) async throws -> JSONValue {
-        let buffer: ByteBuffer
-        do { buffer = try await request.body.collect(upTo: limit) } catch {
+    static func collect(_ request: Request, limit: Int) async throws -> ByteBuffer {
+        do { return try await request.body.collect(upTo: limit) } catch {
             throw APIError(.contentTooLarge, "too-large", "request larger than \(limit) bytes")
         }
+    }
+
+    static func jsonBody(_ request: Request, limit: Int, maxDepth: Int) async throws -> JSONValue {
+        let buffer = try await collect(request, limit: limit)
         do { return try JSONParser.parse(Array(buffer.readableBytesView), maxDepth: maxDepth) } catch {
             throw APIError.badRequest("malformed JSON: \(error)")
         }
@@ -165,5 +174,15 @@ struct PeerAPI: Sendable {
             "held": .int(Int64(report.held.count)), "rejected": .int(Int64(report.rejected.count)),
             "versionVector": vectorJSON(vector),
         ])
+    }
+}
+
+extension Collection where Element == Replica.RawCommit {
+    /// The longest prefix within `maxBytes` of commit bodies, and at least one commit, so that
+    /// pull answers and pushes stay moderate whatever the commit sizes.
+    func prefix(bodyBytes maxBytes: Int) -> SubSequence {
+        var bytes = 0
+        let cut = firstIndex { c in bytes += c.body.count; return bytes > maxBytes } ?? endIndex
+        return prefix(upTo: cut == startIndex && !isEmpty ? index(after: startIndex) : cut)
     }
 }

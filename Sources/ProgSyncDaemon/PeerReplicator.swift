@@ -175,7 +175,8 @@ final class PeerReplicator: Service, Sendable {
                     try replica.setKnownVector(of: peer.id, peerVector ?? [:])
                 }
                 let pushed = try replica.peerCursor(peer.id).pushed
-                let stored = try replica.rawCommits(afterLSN: pushed, limit: Self.pushBatch)
+                // Bounded in bytes as pull answers are, so a batch stays within partners' push limit.
+                let stored = Array(try replica.rawCommits(afterLSN: pushed, limit: Self.pushBatch).prefix(bodyBytes: PeerAPI.maxBatchBytes))
                 let last = try replica.lastLSN
                 status.withLock { $0.pendingPush = Int(last - pushed); $0.pushed = pushed }
                 guard let lastStored = stored.last else {

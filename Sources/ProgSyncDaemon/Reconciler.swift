@@ -242,8 +242,10 @@ actor Reconciler {
             }
             if fetched > 0 { events.publish(replica: replica) }
             let missing = try replica.rawCommits(missingFrom: theirs)
-            for start in stride(from: 0, to: missing.count, by: PeerReplicator.pushBatch) {
-                let batch = missing[start..<min(missing.count, start + PeerReplicator.pushBatch)]
+            var rest = missing[...]
+            while !rest.isEmpty {
+                let batch = rest.prefix(PeerReplicator.pushBatch).prefix(bodyBytes: PeerAPI.maxBatchBytes)
+                rest = rest[batch.endIndex...]
                 let body = JSONValue.object(["commits": .array(batch.map { CommitWire.json(body: $0.body, signature: $0.signature) })]).canonicalBytes
                 let answer = try await connection.call("POST", "/v1/peer/commits", body: body)
                 sent += answer["applied"]?.intValue.map(Int.init) ?? 0
@@ -331,8 +333,13 @@ actor Reconciler {
             if sum != Hex.encode(ourBuckets[b].bytes) { buckets.insert(b) }
         }
         n.bucketsDiffering = buckets.count
-        let body = JSONValue.object(["buckets": .array(buckets.sorted().map { .int(Int64($0)) })]).canonicalBytes
-        let theirEntries = try Self.entries(try await connection.call("POST", "/v1/peer/digest/entries", body: body))
+        var theirEntries: [String: DigestEntry] = [:]
+        let sorted = buckets.sorted()
+        for start in stride(from: 0, to: sorted.count, by: PeerAPI.maxEntriesBuckets) {
+            let page = sorted[start..<min(sorted.count, start + PeerAPI.maxEntriesBuckets)]
+            let body = JSONValue.object(["buckets": .array(page.map { .int(Int64($0)) })]).canonicalBytes
+            theirEntries.merge(try Self.entries(try await connection.call("POST", "/v1/peer/digest/entries", body: body))) { a, _ in a }
+        }
         func differing() throws -> [String] {
             let ours = Dictionary(try replica.digestEntries(buckets: buckets).map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
             return Set(ours.keys).union(theirEntries.keys).filter { ours[$0]?.hash != theirEntries[$0]?.hash }.sorted()

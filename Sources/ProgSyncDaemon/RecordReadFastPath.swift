@@ -14,7 +14,10 @@ import Synchronization
 /// a `Connection` header, an id that needs decoding, a missing record and every error are passed
 /// on unchanged, so their answers (and error shapes) come from the same code as before.
 /// Answers stay in request order: the fast path is taken only while the router owes this
-/// connection no answer.
+/// connection no answer. It is also taken only while the connection is writable: a client that
+/// pipelines requests and does not read its answers is left to the router, whose writes wait for
+/// the socket and whose reads stop when its answers back up, so the daemon stops reading from
+/// that client instead of queueing answers for it without bound.
 final class RecordReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -38,7 +41,7 @@ final class RecordReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let request):
-            if owed == 0, let id = Self.recordID(request) {
+            if owed == 0, context.channel.isWritable, let id = Self.recordID(request) {
                 held = (request, id)
                 return
             }

@@ -142,6 +142,8 @@ final class DaemonHarness: @unchecked Sendable {
     /// Replaces the daemon's arguments when set (the zero-config start runs with none).
     let argumentsOverride: [String]?
     let workingDirectory: String?
+    /// Extra environment for the daemon (PROGSYNC_* settings).
+    let environment: [String: String]
     let logPath: String
     let client: HTTPClient
 
@@ -155,7 +157,7 @@ final class DaemonHarness: @unchecked Sendable {
 
     /// A harness on a new temporary folder; call ``start()`` (or use ``started(empty:)``).
     init(empty: Bool = false, dataDir: String? = nil, arguments: [String]? = nil, workingDirectory: String? = nil,
-         socketPath: String? = nil) throws {
+         socketPath: String? = nil, environment: [String: String] = [:]) throws {
         // Short names: Unix socket paths are limited to ~108 bytes.
         folder = FileManager.default.temporaryDirectory.appendingPathComponent("pse2e-\(UUID().uuidString.prefix(13))")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
@@ -164,6 +166,7 @@ final class DaemonHarness: @unchecked Sendable {
         self.empty = empty
         argumentsOverride = arguments
         self.workingDirectory = workingDirectory
+        self.environment = environment
         logPath = folder.appendingPathComponent("daemon.log").path
         client = try HTTPClient(configuration: HTTPClientConfiguration(
             unixSocketPath: self.socketPath, connectTimeout: .seconds(2), requestTimeout: .seconds(120),
@@ -171,8 +174,8 @@ final class DaemonHarness: @unchecked Sendable {
     }
 
     /// Starts a daemon on a fresh folder and waits until it answers.
-    static func started(empty: Bool = false) async throws -> DaemonHarness {
-        let harness = try DaemonHarness(empty: empty)
+    static func started(empty: Bool = false, environment: [String: String] = [:]) async throws -> DaemonHarness {
+        let harness = try DaemonHarness(empty: empty, environment: environment)
         do {
             try await harness.start()
         } catch {
@@ -196,7 +199,7 @@ final class DaemonHarness: @unchecked Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Binaries.progsyncd)
         process.arguments = arguments
-        process.environment = Binaries.cleanEnvironment()
+        process.environment = Binaries.cleanEnvironment(environment)
         if let workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory) }
         if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))

@@ -1,0 +1,233 @@
+import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import Logging
+import NIOCore
+import NIOSSL
+import NIOTLS
+import Synchronization
+
+// The peer port is reachable by anyone on the network, so what a connection may hold is bounded
+// before it has proven anything: a connection cap (total and per address) checked as each one
+// arrives, a TLS handshake timeout, and an idle timeout. Once a partner is known by its pinned
+// certificate, its requests and long polls are capped too (`PeerLoad`).
+
+/// The peer listener's child channel: admission, then TLS with a handshake deadline, then HTTP/1.
+struct PeerChildChannel: ServerChildChannel {
+    typealias Value = HTTP1Channel.Value
+    let http: HTTP1Channel
+    let tls: ServerTLS?
+    let admission: ConnectionAdmission
+    let handshakeTimeout: TimeAmount
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            let pipeline = channel.pipeline.syncOperations
+            try pipeline.addHandler(ConnectionAdmissionHandler(admission))
+            if let tls {
+                try pipeline.addHandler(NIOSSLServerHandler(context: tls.context, customVerificationCallback: tls.verify, configuration: .init()))
+                try pipeline.addHandler(HandshakeTimeoutHandler(timeout: handshakeTimeout))
+            }
+        }.flatMap {
+            http.setup(channel: channel, logger: logger)
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        await http.handle(value: value, logger: logger)
+    }
+}
+
+/// The listener's TLS: the context made once from the configuration, and the pin check.
+struct ServerTLS: Sendable {
+    let context: NIOSSLContext
+    let verify: TLSChannelConfiguration.CustomVerificationCallback?
+}
+
+extension TLSChannelConfiguration {
+    func withContext() throws -> ServerTLS {
+        ServerTLS(context: try NIOSSLContext(configuration: tlsConfiguration), verify: customVerificationCallback)
+    }
+}
+
+/// Counts the peer listener's open connections, in total and per remote address.
+final class ConnectionAdmission: Sendable {
+    struct State {
+        var total = 0
+        var byAddress: [String: Int] = [:]
+        var refusing = false
+    }
+    let maxConnections: Int
+    let maxPerAddress: Int
+    let logger: Logger
+    let state = Mutex(State())
+
+    init(maxConnections: Int, maxPerAddress: Int, logger: Logger) {
+        self.maxConnections = maxConnections
+        self.maxPerAddress = maxPerAddress
+        self.logger = logger
+    }
+
+    /// Takes a place for a new connection; false when the listener is full for it.
+    func admit(_ address: String) -> Bool {
+        let (admitted, startedRefusing) = state.withLock { s -> (Bool, Bool) in
+            let admitted = s.total < maxConnections && s.byAddress[address, default: 0] < maxPerAddress
+            if admitted {
+                s.total += 1
+                s.byAddress[address, default: 0] += 1
+            }
+            defer { s.refusing = !admitted }
+            return (admitted, !admitted && !s.refusing)
+        }
+        // Once per run of refusals, so a flood does not flood the log too.
+        if startedRefusing {
+            logger.warning("peer listener full: refusing connections", metadata: [
+                "address": "\(address)", "maxConnections": "\(maxConnections)", "maxConnectionsPerAddress": "\(maxPerAddress)",
+            ])
+        }
+        return admitted
+    }
+
+    func release(_ address: String) {
+        state.withLock { s in
+            s.total -= 1
+            s.byAddress[address, default: 1] -= 1
+            if s.byAddress[address] == 0 { s.byAddress.removeValue(forKey: address) }
+        }
+    }
+
+    var openConnections: Int { state.withLock { $0.total } }
+}
+
+/// First in the pipeline: closes a connection the listener has no room for before TLS starts.
+final class ConnectionAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    let admission: ConnectionAdmission
+    private var admitted: String?
+
+    init(_ admission: ConnectionAdmission) { self.admission = admission }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let address = context.remoteAddress?.ipAddress ?? "unknown"
+        guard admission.admit(address) else {
+            context.close(promise: nil)
+            return
+        }
+        admitted = address
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let address = admitted {
+            admitted = nil
+            admission.release(address)
+        }
+        context.fireChannelInactive()
+    }
+}
+
+/// Right after the TLS handler: closes the connection unless its handshake completes in time. A
+/// client that connects and sends nothing would otherwise hold its file descriptor for ever.
+final class HandshakeTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    let timeout: TimeAmount
+    private var deadline: Scheduled<Void>?
+
+    init(timeout: TimeAmount) { self.timeout = timeout }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { start(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        start(context)
+        context.fireChannelActive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event {
+            deadline?.cancel()
+            deadline = nil
+            context.pipeline.syncOperations.removeHandler(self, promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+        context.fireChannelInactive()
+    }
+
+    private func start(_ context: ChannelHandlerContext) {
+        guard deadline == nil else { return }
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        deadline = context.eventLoop.scheduleTask(in: timeout) {
+            loopBound.value.close(promise: nil)
+        }
+    }
+}
+
+/// Per-partner caps on requests in progress and on waiting long polls. A partner is its pinned
+/// certificate; on the plain-HTTP test listener, its address.
+final class PeerLoad: Sendable {
+    struct Counts {
+        var requests = 0
+        var longPolls = 0
+    }
+    let limits: DaemonConfiguration.PeerLimits
+    let counts = Mutex<[String: Counts]>([:])
+
+    init(limits: DaemonConfiguration.PeerLimits) { self.limits = limits }
+
+    /// Takes a request place (and a long-poll place when `longPoll`), or answers why not.
+    func acquire(_ peer: String, longPoll: Bool) -> APIError? {
+        counts.withLock { all in
+            var c = all[peer, default: Counts()]
+            if c.requests >= limits.maxRequestsPerPeer {
+                return APIError(.tooManyRequests, "too-many-requests", "at most \(limits.maxRequestsPerPeer) requests in progress per partner")
+            }
+            if longPoll, c.longPolls >= limits.maxLongPollsPerPeer {
+                return APIError(.tooManyRequests, "too-many-requests", "at most \(limits.maxLongPollsPerPeer) waiting long polls per partner")
+            }
+            c.requests += 1
+            if longPoll { c.longPolls += 1 }
+            all[peer] = c
+            return nil
+        }
+    }
+
+    func release(_ peer: String, longPoll: Bool) {
+        counts.withLock { all in
+            guard var c = all[peer] else { return }
+            c.requests -= 1
+            if longPoll { c.longPolls -= 1 }
+            all[peer] = c.requests == 0 ? nil : c
+        }
+    }
+}
+
+/// Applies `PeerLoad` to every peer request. A pull that asks to wait counts as a long poll
+/// whether or not it ends up waiting: the cap is on what a partner may ask for.
+struct PeerLoadMiddleware: RouterMiddleware {
+    typealias Context = PeerRequestContext
+    let load: PeerLoad
+
+    func handle(_ request: Request, context: PeerRequestContext, next: (Request, PeerRequestContext) async throws -> Response) async throws -> Response {
+        let peer = await Self.peer(of: context.channel)
+        let wait = request.uri.queryParameters["wait"].map(String.init)
+        let longPoll = request.uri.path == "/v1/peer/commits" && request.method == .get && wait != nil && wait != "0"
+        if let refusal = load.acquire(peer, longPoll: longPoll) { throw refusal }
+        defer { load.release(peer, longPoll: longPoll) }
+        return try await next(request, context)
+    }
+
+    /// The partner's certificate pin; without TLS (loopback tests), its address.
+    static func peer(of channel: (any Channel)?) async -> String {
+        guard let channel else { return "unknown" }
+        if let certificate = try? await channel.nioSSL_peerCertificate().get(), let pin = try? NodeTLSIdentity.pin(of: certificate) {
+            return pin
+        }
+        return channel.remoteAddress?.ipAddress ?? "unknown"
+    }
+}
