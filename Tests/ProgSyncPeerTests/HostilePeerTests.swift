@@ -98,7 +98,9 @@ import Testing
         mallory.answer("GET /v1/peer/hello") { _ in hello(vector, noDigest) }
         let zero = JSONValue.string(String(repeating: "00", count: 32))
         mallory.answer("GET /v1/peer/digest", always: ["root": zero, "inner": .array(Array(repeating: zero, count: ReplicaDigest.bucketCount / ReplicaDigest.fanout))])
-        mallory.answer("GET /v1/peer/digest/buckets", always: ["buckets": [["bucket": 0, "sum": zero]]])
+        // Bucket 0 claimed different from ours, so narrowing asks for its entries.
+        let other = JSONValue.string(String(repeating: "11", count: 32))
+        mallory.answer("GET /v1/peer/digest/buckets", always: ["buckets": [["bucket": 0, "sum": other]]])
         mallory.answer("POST /v1/peer/digest/entries", always: ["entries": [["m.1", "title", "0000000000000001", .string(malloryID), -1, zero, false]]])
         (report, outcome) = try await reconcileWithMallory()
         #expect(outcome["verdict"] == "unreachable" && outcome["reason"]?.stringValue?.contains("malformed digest entry") == true, "\(outcome)")
