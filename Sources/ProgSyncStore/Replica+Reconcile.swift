@@ -273,21 +273,30 @@ extension Replica {
     }
 
     /// The winners and conflict losers in the given buckets, for a peer narrowing a difference.
+    /// A partner asks for this, so the cost stays near the answer: one pass over record ids
+    /// (keys only, no values read or hashed), then only the records in those buckets.
     public func digestEntries(buckets: Set<Int>) throws -> [DigestEntry] {
         try pool.read { db in
+            var records: [String] = []
+            let ids = try String.fetchCursor(db, sql: "SELECT DISTINCT record FROM fields")
+            while let id = try ids.next() {
+                if buckets.contains(ReplicaDigest.bucket(ofRecord: id)) { records.append(id) }
+            }
             var out: [DigestEntry] = []
             for table in ["fields", "conflicts"] {
-                let rows = try Row.fetchCursor(db, sql: "SELECT record, field, value, stamp, origin, seq FROM \(table)")
-                while let row = try rows.next() {
-                    let record: String = row[0]
-                    guard buckets.contains(ReplicaDigest.bucket(ofRecord: record)) else { continue }
-                    let field: String = row[1]
-                    let version = try Self.version(value: row[2], stamp: row[3], origin: row[4], seq: row[5])
-                    let hash = table == "fields"
-                        ? ReplicaDigest.entryHash(record: record, field: field, version: version)
-                        : ReplicaDigest.loserHash(record: record, field: field, version: version)
-                    out.append(DigestEntry(record: record, field: field, stamp: version.stamp, origin: version.origin.rawValue,
-                                           seq: version.seq, hash: hash.bytes, isLoser: table == "conflicts"))
+                let statement = try db.cachedStatement(sql: "SELECT record, field, value, stamp, origin, seq FROM \(table) WHERE record = ?")
+                for id in records {
+                    let rows = try Row.fetchCursor(statement, arguments: [id])
+                    while let row = try rows.next() {
+                        let record: String = row[0]
+                        let field: String = row[1]
+                        let version = try Self.version(value: row[2], stamp: row[3], origin: row[4], seq: row[5])
+                        let hash = table == "fields"
+                            ? ReplicaDigest.entryHash(record: record, field: field, version: version)
+                            : ReplicaDigest.loserHash(record: record, field: field, version: version)
+                        out.append(DigestEntry(record: record, field: field, stamp: version.stamp, origin: version.origin.rawValue,
+                                               seq: version.seq, hash: hash.bytes, isLoser: table == "conflicts"))
+                    }
                 }
             }
             return out
