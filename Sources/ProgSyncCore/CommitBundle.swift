@@ -65,13 +65,7 @@ public struct CommitBundle: Sendable {
 
     /// The exporter's version vector from the header. Trust it only when `isSealed(by:)` holds
     /// for the exporter's registered key.
-    public var versionVector: [NodeID: UInt64] {
-        var out: [NodeID: UInt64] = [:]
-        for (k, v) in header["versionVector"]?.objectValue ?? [:] {
-            if let id = NodeID(k), let seq = v.intValue, seq >= 0 { out[id] = UInt64(seq) }
-        }
-        return out
-    }
+    public var versionVector: [NodeID: UInt64] { CommitWire.versionVector(header["versionVector"]) }
 
     /// Whether the seal is a valid signature by `key` (false for a format-1 bundle).
     public func isSealed(by key: Curve25519.Signing.PublicKey) -> Bool {

@@ -152,11 +152,16 @@ public enum CommitRules {
     /// earlier commits named (`originPast`), its own earlier commits, and what this one names.
     public static func causalPast(of commit: Commit, originPast: [NodeID: UInt64]) -> [NodeID: UInt64] {
         var past = originPast
-        func note(_ ref: CommitRef) { past[ref.origin] = max(past[ref.origin] ?? 0, ref.seq) }
+        extendCausalPast(&past, with: commit)
+        return past
+    }
+
+    /// `causalPast(of:originPast:)` in place: the apply path carries one per origin.
+    public static func extendCausalPast(_ past: inout [NodeID: UInt64], with commit: Commit) {
+        func note(_ ref: CommitRef) { if ref.seq > past[ref.origin] ?? 0 { past[ref.origin] = ref.seq } }
         note(CommitRef(origin: commit.origin, seq: commit.seq - 1))
         for ref in commit.ownerRefs.values { note(ref) }
         for change in commit.changes { change.supersedes.forEach(note) }
-        return past
     }
 
     /// One record's changes in a commit by a non-coordinator org.

@@ -2,6 +2,16 @@
 /// signature in base64. Receivers decode the canonical bytes themselves, so what is verified is
 /// exactly what was signed, whatever a relay did to the JSON around it.
 public enum CommitWire {
+    /// A version vector as partners send it (hello, pull answers, bundle headers): origin →
+    /// highest seq; entries that are not a node id and a seq ≥ 0 are left out.
+    public static func versionVector(_ value: JSONValue?) -> [NodeID: UInt64] {
+        var out: [NodeID: UInt64] = [:]
+        for (k, v) in value?.objectValue ?? [:] {
+            if let id = NodeID(k), let seq = v.intValue, seq >= 0 { out[id] = UInt64(seq) }
+        }
+        return out
+    }
+
     public static func json(_ commit: SignedCommit) -> JSONValue {
         .object(["body": .string(Base64.encode(commit.canonicalBytes)), "sig": .string(Base64.encode(commit.signature))])
     }

@@ -171,7 +171,7 @@ final class PeerReplicator: Service, Sendable {
                     guard hello["node"]?.stringValue == peer.id.rawValue else {
                         throw PeerError("the peer at \(push.baseURL) is node \(hello["node"]?.stringValue ?? "?"), not \(peer.id)")
                     }
-                    peerVector = Self.vector(hello["versionVector"])
+                    peerVector = CommitWire.versionVector(hello["versionVector"])
                     try replica.setKnownVector(of: peer.id, peerVector ?? [:])
                 }
                 let pushed = try replica.peerCursor(peer.id).pushed
@@ -189,7 +189,7 @@ final class PeerReplicator: Service, Sendable {
                     let wire = JSONValue.array(missing.map { CommitWire.json(body: $0.body, signature: $0.signature) })
                     let body = JSONValue.object(["commits": wire]).canonicalBytes
                     let answer = try await push.call("POST", "/v1/peer/commits", body: body, timeout: .seconds(60))
-                    peerVector = Self.vector(answer["versionVector"])
+                    peerVector = CommitWire.versionVector(answer["versionVector"])
                     try replica.setKnownVector(of: peer.id, peerVector ?? [:])
                 }
                 try replica.setPushed(peer: peer.id, to: lastStored.lsn)
@@ -226,13 +226,6 @@ final class PeerReplicator: Service, Sendable {
         return (cursor, more, lastLSN)
     }
 
-    static func vector(_ value: JSONValue?) -> [NodeID: UInt64] {
-        var out: [NodeID: UInt64] = [:]
-        for (k, v) in value?.objectValue ?? [:] {
-            if let id = NodeID(k), let seq = v.intValue, seq >= 0 { out[id] = UInt64(seq) }
-        }
-        return out
-    }
 
     func failed(_ error: any Error, backoff: inout Backoff) async {
         let message = "\(error)"

@@ -222,7 +222,7 @@ actor Reconciler {
             guard hello["node"]?.stringValue == peer.node.id.rawValue else {
                 throw PeerError("the peer at \(peer.address) is node \(hello["node"]?.stringValue ?? "?"), not \(peer.node.id)")
             }
-            var theirs = PeerReplicator.vector(hello["versionVector"])
+            var theirs = CommitWire.versionVector(hello["versionVector"])
             try replica.setKnownVector(of: peer.node.id, theirs)
             let ours = replica.versionVector
             let registry = replica.registry
@@ -249,7 +249,7 @@ actor Reconciler {
                 let body = JSONValue.object(["commits": .array(batch.map { CommitWire.json(body: $0.body, signature: $0.signature) })]).canonicalBytes
                 let answer = try await connection.call("POST", "/v1/peer/commits", body: body)
                 sent += answer["applied"]?.intValue.map(Int.init) ?? 0
-                theirs = PeerReplicator.vector(answer["versionVector"])
+                theirs = CommitWire.versionVector(answer["versionVector"])
             }
             o["fetched"] = .int(Int64(fetched))
             o["sent"] = .int(Int64(sent))
@@ -259,7 +259,7 @@ actor Reconciler {
 
             // 2. Digests: one round trip when they agree.
             let digest = fetched + sent > 0 ? try await connection.call("GET", "/v1/peer/hello", timeout: .seconds(15)) : hello
-            theirs = PeerReplicator.vector(digest["versionVector"])
+            theirs = CommitWire.versionVector(digest["versionVector"])
             try replica.setKnownVector(of: peer.node.id, theirs)
             let vectorsEqual = theirs.filter { $0.value > 0 } == replica.versionVector.filter { $0.value > 0 }
             o["vectorsEqual"] = .bool(vectorsEqual)

@@ -73,16 +73,12 @@ struct ApplyContext {
         let commit = Commit(
             origin: me, seq: (head?.seq ?? 0) + 1, stamp: stamp, author: author,
             prev: head?.hash ?? [], ownerRefs: ownerRefs, changes: changes)
-        if let verdict = CommitRules.validate(commit) { throw ReplicaError(.invalid, verdict.detail) }
-        // The same rule partners apply: a local write they would refuse is refused here, not stored.
-        if let verdict = try CommitRules.authorise(
-            commit, org: org, registry: registry, originPast: state.pasts[me]?.seqs ?? [:], ownerHistory: { record, named in
-            try ownerHistory(record: record, named: named)
-        }) {
-            throw ReplicaError(.forbidden, verdict.detail)
+        // The same rules partners apply: a local write they would refuse is refused here, not stored.
+        if let verdict = try judge(commit, org: org) {
+            throw ReplicaError(verdict.reason == .unauthorised ? .forbidden : .invalid, verdict.detail)
         }
         let signed = try SignedCommit.sign(commit, with: replica.identity)
-        try accept(signed, org: org)
+        try accept(signed, org: org, judged: true)
         return signed
     }
 
@@ -351,16 +347,10 @@ struct ApplyContext {
 
     /// Stores an authentic commit and merges it if valid and authorised; otherwise stores it as
     /// refused (the chain stays whole, so later commits of the origin still apply and relay).
-    mutating func accept(_ c: SignedCommit, org: String, fromHeld: Bool = false) throws {
+    /// `judged`: a local commit, already validated and authorised while it was made.
+    mutating func accept(_ c: SignedCommit, org: String, fromHeld: Bool = false, judged: Bool = false) throws {
         let commit = c.commit
-        var verdict = CommitRules.validate(commit)
-        if verdict == nil {
-            verdict = try CommitRules.authorise(
-                commit, org: org, registry: registry, originPast: state.pasts[commit.origin]?.seqs ?? [:]
-            ) { record, named in
-                try ownerHistory(record: record, named: named)
-            }
-        }
+        let verdict = judged ? nil : try judge(commit, org: org)
         let insert = try hot(.insertCommit)
         insert.bind(1, commit.origin.rawValue)
         insert.bind(2, Int64(commit.seq))
@@ -483,6 +473,14 @@ struct ApplyContext {
                     try merge(record: record, field: change.field, version: version, supersedes: change.supersedes, into: frontier)
                 }
             }
+        }
+    }
+
+    /// Shape, schema and ownership (`CommitRules`), the ownership rule reading this replica's past.
+    func judge(_ commit: Commit, org: String) throws -> CommitVerdict? {
+        if let verdict = CommitRules.validate(commit) { return verdict }
+        return try CommitRules.authorise(commit, org: org, registry: registry, originPast: state.pasts[commit.origin]?.seqs ?? [:]) {
+            record, named in try ownerHistory(record: record, named: named)
         }
     }
 

@@ -165,7 +165,7 @@ struct CausalPast: Sendable, Equatable {
     var seqs: [NodeID: UInt64] = [:]
 
     mutating func extend(with commit: Commit) {
-        seqs = CommitRules.causalPast(of: commit, originPast: seqs)
+        CommitRules.extendCausalPast(&seqs, with: commit)
     }
 
     var text: String {
