@@ -41,23 +41,27 @@ public struct Change: Sendable, Hashable {
 
 /// The signed content of a commit (§6). `ownerRefs` maps each record the commit touches to the
 /// commit that made the committing org its owner, so authorisation is a function of the commit,
-/// its causal past and the registry, and every node decides the same.
+/// its causal past and the registry, and every node decides the same. `schema` is the programme
+/// schema version its author wrote under: a node on an older schema keeps such a commit and
+/// judges its values again once it knows that version.
 public struct Commit: Sendable, Hashable {
     public var origin: NodeID
     public var seq: UInt64
     public var stamp: Stamp
+    public var schema: UInt32
     public var author: String
     public var prev: [UInt8]  // empty for seq 1, else 32 bytes
     public var ownerRefs: [String: CommitRef]
     public var changes: [Change]
 
     public init(
-        origin: NodeID, seq: UInt64, stamp: Stamp, author: String, prev: [UInt8],
+        origin: NodeID, seq: UInt64, stamp: Stamp, schema: UInt32 = 1, author: String, prev: [UInt8],
         ownerRefs: [String: CommitRef] = [:], changes: [Change]
     ) {
         self.origin = origin
         self.seq = seq
         self.stamp = stamp
+        self.schema = schema
         self.author = author
         self.prev = prev
         self.ownerRefs = ownerRefs
@@ -76,14 +80,22 @@ public struct Commit: Sendable, Hashable {
         return deps
     }
 
-    static let magic: [UInt8] = Array("progsync-commit-v1".utf8) + [0]
+    /// Format 1 has no schema field (schema 1); format 2 carries it right after the magic.
+    /// A schema-1 commit is always written in format 1, so releases before format 2 read it.
+    static let magicV1: [UInt8] = Array("progsync-commit-v1".utf8) + [0]
+    static let magicV2: [UInt8] = Array("progsync-commit-v2".utf8) + [0]
 
-    /// The canonical bytes that are signed and hashed: length-prefixed, fixed order, values in
-    /// canonical JSON. Decoding and re-encoding gives the same bytes.
+    /// The canonical bytes that are signed and hashed: length-prefixed, fixed order, refs sorted,
+    /// values in canonical JSON. Decoding and re-encoding gives the same bytes.
     public var canonicalBytes: [UInt8] {
         var w = ByteWriter()
         w.bytes.reserveCapacity(128 + changes.count * 96)
-        w.raw(Self.magic)
+        if schema <= 1 {
+            w.raw(Self.magicV1)
+        } else {
+            w.raw(Self.magicV2)
+            w.u32(schema)
+        }
         w.string(origin.rawValue)
         w.u64(seq)
         w.u64(stamp.rawValue)
@@ -110,43 +122,22 @@ public struct Commit: Sendable, Hashable {
         return w.bytes
     }
 
+    /// Decodes and checks canonical form: values parse and re-encode to the same bytes, refs are
+    /// sorted without repeats, nothing trails. Anything else would let one signature cover bytes
+    /// that re-encode differently.
     public init(canonicalBytes bytes: [UInt8]) throws(CommitDecodingError) {
-        var r = ByteReader(bytes: bytes)
-        guard try r.raw(Self.magic.count) == Self.magic else { throw CommitDecodingError("not a progsync commit") }
-        guard let origin = NodeID(try r.string()) else { throw CommitDecodingError("invalid origin") }
-        self.origin = origin
-        self.seq = try r.u64()
-        self.stamp = Stamp(rawValue: try r.u64())
-        self.author = try r.string()
-        self.prev = try r.blob()
-        var refs: [String: CommitRef] = [:]
-        for _ in 0..<(try r.u32()) {
-            let record = try r.string()
-            guard let o = NodeID(try r.string()) else { throw CommitDecodingError("invalid owner ref") }
-            refs[record] = CommitRef(origin: o, seq: try r.u64())
-        }
-        self.ownerRefs = refs
-        let count = try r.u32()
-        guard count <= 100_000 else { throw CommitDecodingError("too many changes") }
+        let layout = try Layout(bytes)
         var changes: [Change] = []
-        changes.reserveCapacity(Int(count))
-        for _ in 0..<count {
-            let record = try r.string()
-            let field = try r.string()
-            let valueBytes = try r.blob()
+        changes.reserveCapacity(layout.changes.count)
+        for stored in layout.changes {
             let value: JSONValue
-            do { value = try JSONParser.parse(valueBytes) } catch { throw CommitDecodingError("invalid value: \(error)") }
-            var supersedes: [CommitRef] = []
-            for _ in 0..<(try r.u32()) {
-                guard let o = NodeID(try r.string()) else { throw CommitDecodingError("invalid supersedes ref") }
-                supersedes.append(CommitRef(origin: o, seq: try r.u64()))
-            }
-            // Canonical bytes must re-encode identically, or the signature would cover other bytes.
-            guard value.canonicalBytes == valueBytes else { throw CommitDecodingError("value not in canonical form") }
-            changes.append(Change(record: record, field: field, value: value, valueBytes: valueBytes, supersedes: supersedes))
+            do { value = try JSONParser.parse(stored.valueBytes) } catch { throw CommitDecodingError("invalid value: \(error)") }
+            guard value.canonicalBytes == stored.valueBytes else { throw CommitDecodingError("value not in canonical form") }
+            changes.append(Change(record: stored.record, field: stored.field, value: value, valueBytes: stored.valueBytes,
+                                  supersedes: stored.supersedes))
         }
-        guard r.isAtEnd else { throw CommitDecodingError("trailing bytes") }
-        self.changes = changes
+        self.init(origin: layout.origin, seq: layout.seq, stamp: layout.stamp, schema: layout.schema, author: layout.author,
+                  prev: layout.prev, ownerRefs: layout.ownerRefs, changes: changes)
     }
 }
 
@@ -159,37 +150,69 @@ extension Commit {
         public var supersedes: [CommitRef]
     }
 
-    /// Reads a stored commit's stamp and changes without parsing the values: for rebuilding from
-    /// a log whose commits were fully checked when they arrived.
-    public static func storedChanges(_ bytes: [UInt8]) throws(CommitDecodingError) -> (ref: CommitRef, stamp: Stamp, changes: [StoredChange]) {
-        var r = ByteReader(bytes: bytes)
-        guard try r.raw(magic.count) == magic else { throw CommitDecodingError("not a progsync commit") }
-        guard let origin = NodeID(try r.string()) else { throw CommitDecodingError("invalid origin") }
-        let seq = try r.u64()
-        let stamp = Stamp(rawValue: try r.u64())
-        _ = try r.string()
-        _ = try r.blob()
-        for _ in 0..<(try r.u32()) {
-            _ = try r.string()
-            _ = try r.string()
-            _ = try r.u64()
-        }
-        let count = try r.u32()
-        guard count <= 100_000 else { throw CommitDecodingError("too many changes") }
-        var changes: [StoredChange] = []
-        changes.reserveCapacity(Int(count))
-        for _ in 0..<count {
-            let record = try r.string()
-            let field = try r.string()
-            let valueBytes = try r.blob()
-            var supersedes: [CommitRef] = []
-            for _ in 0..<(try r.u32()) {
-                guard let o = NodeID(try r.string()) else { throw CommitDecodingError("invalid supersedes ref") }
-                supersedes.append(CommitRef(origin: o, seq: try r.u64()))
+    /// The commit format's one reader: every field but the values parsed. `init(canonicalBytes:)`
+    /// parses the values on top; rebuilding from a log whose commits were fully checked when they
+    /// arrived reads only this.
+    public struct Layout: Sendable {
+        public var origin: NodeID
+        public var seq: UInt64
+        public var stamp: Stamp
+        public var schema: UInt32
+        public var author: String
+        public var prev: [UInt8]
+        public var ownerRefs: [String: CommitRef]
+        public var changes: [StoredChange]
+
+        public var ref: CommitRef { CommitRef(origin: origin, seq: seq) }
+
+        public init(_ bytes: [UInt8]) throws(CommitDecodingError) {
+            var r = ByteReader(bytes: bytes)
+            let magic = try r.raw(magicV1.count)
+            if magic == magicV1 {
+                schema = 1
+            } else if magic == magicV2 {
+                schema = try r.u32()
+                guard schema >= 2 else { throw CommitDecodingError("format 2 with schema \(schema)") }
+            } else {
+                throw CommitDecodingError("not a progsync commit")
             }
-            changes.append(StoredChange(record: record, field: field, valueBytes: valueBytes, supersedes: supersedes))
+            guard let origin = NodeID(try r.string()) else { throw CommitDecodingError("invalid origin") }
+            self.origin = origin
+            seq = try r.u64()
+            stamp = Stamp(rawValue: try r.u64())
+            author = try r.string()
+            prev = try r.blob()
+            var refs: [String: CommitRef] = [:]
+            var lastRecord: String?
+            for _ in 0..<(try r.u32()) {
+                let record = try r.string()
+                guard lastRecord.map({ $0.utf8.lexicographicallyPrecedes(record.utf8) }) ?? true else {
+                    throw CommitDecodingError("owner refs not sorted")
+                }
+                lastRecord = record
+                guard let o = NodeID(try r.string()) else { throw CommitDecodingError("invalid owner ref") }
+                refs[record] = CommitRef(origin: o, seq: try r.u64())
+            }
+            ownerRefs = refs
+            let count = try r.u32()
+            guard count <= 100_000 else { throw CommitDecodingError("too many changes") }
+            changes = []
+            changes.reserveCapacity(Int(count))
+            for _ in 0..<count {
+                let record = try r.string()
+                let field = try r.string()
+                let valueBytes = try r.blob()
+                var supersedes: [CommitRef] = []
+                for _ in 0..<(try r.u32()) {
+                    guard let o = NodeID(try r.string()) else { throw CommitDecodingError("invalid supersedes ref") }
+                    let ref = CommitRef(origin: o, seq: try r.u64())
+                    guard supersedes.last.map({ $0 < ref }) ?? true else { throw CommitDecodingError("supersedes not sorted") }
+                    supersedes.append(ref)
+                }
+                changes.append(StoredChange(record: record, field: field, valueBytes: valueBytes, supersedes: supersedes))
+            }
+            guard r.isAtEnd else { throw CommitDecodingError("trailing bytes") }
         }
-        return (CommitRef(origin: origin, seq: seq), stamp, changes)
     }
 }
 

@@ -61,13 +61,17 @@ public enum CommitRules {
         return nil
     }
 
-    /// Envelope, shape and schema: every change is a valid field of a valid record id, once per commit.
-    public static func validate(_ commit: Commit) -> CommitVerdict? {
+    /// Envelope, shape and schema: every change is a valid field of a valid record id, once per
+    /// commit. `schema` is the judge's schema version. A commit written under a newer one is
+    /// judged on envelope and shape only: what it says may be valid in a version this node does
+    /// not know yet, so it is kept, never refused for that (`schemaGaps` lists what waits).
+    public static func validate(_ commit: Commit, schema: UInt32 = ProgrammeSchema.current) -> CommitVerdict? {
         if let verdict = validateEnvelope(commit) { return verdict }
         struct FieldKey: Hashable {
             let record: String
             let field: String
         }
+        let judgeValues = commit.schema <= schema
         // Small commits (the usual case) compare pairwise; large ones use a set.
         var seen = Set<FieldKey>(minimumCapacity: commit.changes.count > 32 ? commit.changes.count : 0)
         var checkedRecord: String?
@@ -79,10 +83,13 @@ public enum CommitRules {
                 }
                 checkedRecord = change.record
             }
-            do {
-                try ProgrammeSchema.validate(field: change.field, value: change.value, canonicalSize: change.valueBytes.count)
-            } catch {
-                return CommitVerdict(.invalid, "record \(change.record): \(error)")
+            if judgeValues {
+                do {
+                    try ProgrammeSchema.validate(field: change.field, value: change.value, canonicalSize: change.valueBytes.count,
+                                                 schema: commit.schema)
+                } catch {
+                    return CommitVerdict(.invalid, "record \(change.record): \(error)")
+                }
             }
             let duplicate = commit.changes.count > 32
                 ? !seen.insert(FieldKey(record: change.record, field: change.field)).inserted
@@ -98,6 +105,23 @@ public enum CommitRules {
             return CommitVerdict(.invalid, "owner reference for \(record) points forward (\(ref))")
         }
         return nil
+    }
+
+    /// What a commit written under a newer schema uses that this node's schema does not allow:
+    /// one line per change, for `quarantine` and `status`. Empty when the commit's schema is
+    /// not newer, or when everything in it happens to be valid here too.
+    public static func schemaGaps(_ commit: Commit, schema: UInt32) -> [String] {
+        guard commit.schema > schema else { return [] }
+        let known = ProgrammeSchema.fieldNames(in: schema)
+        return commit.changes.compactMap { change -> String? in
+            guard known.contains(change.field) else { return "record \(change.record): field \(change.field)" }
+            do {
+                try ProgrammeSchema.validate(field: change.field, value: change.value, canonicalSize: change.valueBytes.count, schema: schema)
+                return nil
+            } catch {
+                return "record \(change.record): \(change.field) \(change.value.canonicalString.prefix(80))"
+            }
+        }
     }
 
     /// One applied change of a record's `owner`: what the ownership rule reads of the past.
@@ -182,7 +206,7 @@ public enum CommitRules {
             return nil  // creating a record it owns
         }
         guard let named = commit.ownerRefs[record] else {
-            return CommitVerdict(.unauthorised, "org \(org) changed record \(record) without owning it")
+            return CommitVerdict(.unauthorised, "org \(org) changed record \(record) without owning it (a new record needs owner=\(org))")
         }
         let history = try ownerHistory(record, named)
         guard let change = history.first(where: { $0.ref == named }), change.owner == org else {

@@ -41,16 +41,22 @@ public struct FieldFrontier: Sendable, Hashable {
 /// only after everything it supersedes (causal delivery), the frontier depends only on the set of
 /// versions, never on arrival order: commutative, associative and idempotent.
 public enum MergeRule {
+    /// The frontier of a set of versions: those no `superseded` ref names, each once, best first.
+    /// nil when every version was superseded. Rebuilding from the log calls this with all of a
+    /// field's versions; merging one more version calls it through `merge`.
+    public static func frontier(of versions: [FieldVersion], superseded: Set<CommitRef>) -> FieldFrontier? {
+        if versions.count == 1, superseded.isEmpty { return FieldFrontier(winner: versions[0]) }
+        var seen = Set<CommitRef>()
+        let alive = versions.filter { !superseded.contains($0.ref) && seen.insert($0.ref).inserted }
+            .sorted { FieldVersion.wins($0, over: $1) }
+        return alive.first.map { FieldFrontier(winner: $0, losers: Array(alive.dropFirst())) }
+    }
+
+    /// One version more. Causal delivery applies a version only after every version it
+    /// supersedes, so merging one at a time gives the frontier of the whole set.
     public static func merge(_ frontier: FieldFrontier?, with version: FieldVersion, supersedes: [CommitRef]) -> FieldFrontier {
         guard let frontier else { return FieldFrontier(winner: version) }
-        var alive = frontier.versions
-        if alive.contains(where: { $0.ref == version.ref }) { return frontier }  // already applied
-        if !supersedes.isEmpty {
-            let gone = Set(supersedes)
-            alive.removeAll { gone.contains($0.ref) }
-        }
-        alive.append(version)
-        alive.sort { FieldVersion.wins($0, over: $1) }
-        return FieldFrontier(winner: alive[0], losers: Array(alive.dropFirst()))
+        if frontier.versions.contains(where: { $0.ref == version.ref }) { return frontier }  // already applied
+        return Self.frontier(of: frontier.versions + [version], superseded: Set(supersedes))!
     }
 }

@@ -64,14 +64,22 @@ public enum RecordKind: String, Sendable, CaseIterable {
     case actionLine = "action-line"
     case result
     case activity
+    /// A funded project under an action line (schema 2: the 2023 recalibration's project budget).
+    case project
 
     public var requiredFields: [String] {
         switch self {
         case .actionLine: ["number", "title"]
         case .result: ["actionLine", "number", "title"]
         case .activity: ["result", "number", "title"]
+        case .project: ["actionLine", "number", "title"]
         }
     }
+
+    /// The schema version that introduced this kind.
+    public var schema: UInt32 { self == .project ? 2 : 1 }
+
+    public static func known(in schema: UInt32) -> [RecordKind] { allCases.filter { $0.schema <= schema } }
 }
 
 /// A value or name the programme schema refuses; `field` and `message` say which and why.
@@ -85,16 +93,27 @@ public struct SchemaError: Error, CustomStringConvertible, Sendable, Equatable {
     }
 }
 
-/// The programme schema (§4): checked at the API boundary and again on every remote commit, so
-/// a bad value never enters the replica by either road.
+/// The programme schema (§4), versioned. Version 1 is the 2021 programme; version 2 adds what the
+/// 2023 recalibration needs: `closed` (an action line or result archived on a date; null reopens
+/// it) and the kind `project`. A commit names the version it was written under; a node judges
+/// it by that version when it knows it, and keeps it for later judgement when it does not
+/// (`CommitRules.schemaGaps`).
 public enum ProgrammeSchema {
+    /// The newest version this build knows.
+    public static let current: UInt32 = 2
     public static let maxValueBytes = 16 * 1024
     public static let maxIDLength = 128
 
-    public static let fieldNames: Set<String> = [
+    static let fieldsV1: Set<String> = [
         "kind", "number", "title", "theme", "actionLine", "result", "status", "explanation",
         "owner", "partners", "due", "links", "deleted",
     ]
+    static let fieldsV2: Set<String> = fieldsV1.union(["closed"])
+
+    /// The fields of this build's newest schema.
+    public static var fieldNames: Set<String> { fieldNames(in: current) }
+
+    public static func fieldNames(in schema: UInt32) -> Set<String> { schema >= 2 ? fieldsV2 : fieldsV1 }
 
     public static func isValidRecordID(_ id: String) -> Bool {
         let bytes = id.utf8
@@ -114,22 +133,23 @@ public enum ProgrammeSchema {
         }
     }
 
-    /// Checks one field change; `null` clears an optional field.
-    public static func validate(field: String, value: JSONValue) throws(SchemaError) {
-        try validate(field: field, value: value, canonicalSize: value.canonicalBytes.count)
+    /// Checks one field change under a schema version; `null` clears an optional field.
+    public static func validate(field: String, value: JSONValue, schema: UInt32 = current) throws(SchemaError) {
+        try validate(field: field, value: value, canonicalSize: value.canonicalBytes.count, schema: schema)
     }
 
-    public static func validate(field: String, value: JSONValue, canonicalSize: Int) throws(SchemaError) {
-        guard fieldNames.contains(field) else {
-            throw SchemaError(field: field, message: "unknown field; allowed: \(fieldNames.sorted().joined(separator: ", "))")
+    public static func validate(field: String, value: JSONValue, canonicalSize: Int, schema: UInt32 = current) throws(SchemaError) {
+        let names = fieldNames(in: schema)
+        guard names.contains(field) else {
+            throw SchemaError(field: field, message: "unknown field; allowed: \(names.sorted().joined(separator: ", "))")
         }
         if canonicalSize > maxValueBytes {
             throw SchemaError(field: field, message: "value larger than \(maxValueBytes) bytes")
         }
         switch field {
         case "kind":
-            guard let s = value.stringValue, RecordKind(rawValue: s) != nil else {
-                throw SchemaError(field: field, message: "must be one of: \(RecordKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            guard let s = value.stringValue, let kind = RecordKind(rawValue: s), kind.schema <= schema else {
+                throw SchemaError(field: field, message: "must be one of: \(RecordKind.known(in: schema).map(\.rawValue).joined(separator: ", "))")
             }
         case "number":
             guard let n = value.intValue, n >= 1, n <= 9999 else {
@@ -161,7 +181,7 @@ public enum ProgrammeSchema {
             guard value == .null || (value.arrayValue?.allSatisfy({ $0.stringValue != nil }) ?? false) else {
                 throw SchemaError(field: field, message: "must be a list of strings")
             }
-        case "due":
+        case "due", "closed":
             guard value == .null || (value.stringValue.map(isISODate) ?? false) else {
                 throw SchemaError(field: field, message: "must be a date YYYY-MM-DD")
             }

@@ -50,14 +50,32 @@ public enum ReplicaDigest {
     /// The bytes an entry hashes: record, field, stamp, origin, value. A loser's end in 0x01,
     /// which cannot end a winner's: canonical JSON has no raw control bytes.
     public static func appendEntry(to buffer: inout [UInt8], record: String, field: String, version: FieldVersion, loser: Bool) {
-        buffer.append(contentsOf: record.utf8)
+        var record = record, field = field, origin = version.origin.rawValue
+        record.withUTF8 { r in
+            field.withUTF8 { f in
+                origin.withUTF8 { o in
+                    version.value.withUnsafeBytes { v in
+                        appendEntry(to: &buffer, record: UnsafeRawBufferPointer(r), field: UnsafeRawBufferPointer(f),
+                                    stamp: version.stamp.rawValue, origin: UnsafeRawBufferPointer(o), value: v, loser: loser)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The entry layout itself, on raw bytes: the nightly sum feeds it SQLite's row buffers.
+    public static func appendEntry(
+        to buffer: inout [UInt8], record: UnsafeRawBufferPointer, field: UnsafeRawBufferPointer, stamp: UInt64,
+        origin: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, loser: Bool
+    ) {
+        buffer.append(contentsOf: record)
         buffer.append(0)
-        buffer.append(contentsOf: field.utf8)
+        buffer.append(contentsOf: field)
         buffer.append(0)
-        withUnsafeBytes(of: version.stamp.rawValue.bigEndian) { buffer.append(contentsOf: $0) }
-        buffer.append(contentsOf: version.origin.rawValue.utf8)
+        withUnsafeBytes(of: stamp.bigEndian) { buffer.append(contentsOf: $0) }
+        buffer.append(contentsOf: origin)
         buffer.append(0)
-        buffer.append(contentsOf: version.value)
+        buffer.append(contentsOf: value)
         if loser { buffer.append(1) }
     }
 

@@ -269,7 +269,6 @@ struct LocalAPI: Sendable {
             if name == "status", let text = value.stringValue, let status = ProgrammeStatus(userInput: text) {
                 value = .string(status.rawValue)
             }
-            do { try ProgrammeSchema.validate(field: name, value: value) } catch { throw APIError.invalid(error.description) }
             writes.append(FieldWrite(record: record, field: name, value: value))
         }
         guard !writes.isEmpty else { throw APIError.badRequest("no fields to change") }

@@ -48,30 +48,18 @@ struct ApplyContext {
                 ?? Self.supersedes(frontier, resolving: resolving, me: me)
             changes.append(Change(record: w.record, field: w.field, value: w.value, supersedes: supersedes))
         }
+        // A partner names the owner change it relies on; `judge` below decides whether it may.
         var ownerRefs: [String: CommitRef] = [:]
         if !registry.isCoordinator(org: org) {
-            for record in Set(writes.map(\.record)) {
-                let settingOwner = changes.first { $0.record == record && $0.field == "owner" }
-                if let settingOwner {
-                    guard settingOwner.value.stringValue == org, settingOwner.supersedes.isEmpty else {
-                        throw ReplicaError(.forbidden, "org \(org) may not change the owner of record \(record)")
-                    }
-                    continue
-                }
-                guard let owner = try loadFrontier(record: record, field: "owner") else {
-                    throw ReplicaError(.forbidden, "record \(record) has no owner yet; create it with owner=\(org)")
-                }
-                guard String(decoding: owner.winner.value, as: UTF8.self) == JSONValue.string(org).canonicalString else {
-                    throw ReplicaError(.forbidden, "record \(record) is owned by \(String(decoding: owner.winner.value, as: UTF8.self)), not by \(org)")
-                }
-                ownerRefs[record] = owner.winner.ref
+            for record in Set(writes.map(\.record)) where !changes.contains(where: { $0.record == record && $0.field == "owner" }) {
+                ownerRefs[record] = try loadFrontier(record: record, field: "owner")?.winner.ref
             }
         }
         let head = state.heads[me]
         let stamp = state.clock.tick(nowMilliseconds: now)
         clockMoved = true
         let commit = Commit(
-            origin: me, seq: (head?.seq ?? 0) + 1, stamp: stamp, author: author,
+            origin: me, seq: (head?.seq ?? 0) + 1, stamp: stamp, schema: replica.configuration.schemaVersion, author: author,
             prev: head?.hash ?? [], ownerRefs: ownerRefs, changes: changes)
         // The same rules partners apply: a local write they would refuse is refused here, not stored.
         if let verdict = try judge(commit, org: org) {
@@ -397,6 +385,17 @@ struct ApplyContext {
             start = end
         }
         report.changesMerged += changes.count
+        if commit.schema > replica.configuration.schemaVersion { try keepForNewerSchema(commit, lsn: lsn) }
+    }
+
+    /// A commit written under a schema this node does not know is merged like any other (the
+    /// merge rule and the digest never read values, so replicas holding it stay equal) and
+    /// listed until this node knows that schema and has judged its values (`newer-schema`).
+    mutating func keepForNewerSchema(_ commit: Commit, lsn: Int64) throws {
+        let gaps = CommitRules.schemaGaps(commit, schema: replica.configuration.schemaVersion)
+        try db.cachedStatement(sql: "INSERT OR REPLACE INTO newer_schema (lsn, origin, seq, schema, gaps) VALUES (?, ?, ?, ?, ?)")
+            .execute(arguments: [lsn, commit.origin.rawValue, Int64(commit.seq), Int64(commit.schema), gaps.joined(separator: "; ")])
+        report.newerSchema += 1
     }
 
     enum HotStatement {
@@ -478,7 +477,7 @@ struct ApplyContext {
 
     /// Shape, schema and ownership (`CommitRules`), the ownership rule reading this replica's past.
     func judge(_ commit: Commit, org: String) throws -> CommitVerdict? {
-        if let verdict = CommitRules.validate(commit) { return verdict }
+        if let verdict = CommitRules.validate(commit, schema: replica.configuration.schemaVersion) { return verdict }
         return try CommitRules.authorise(commit, org: org, registry: registry, originPast: state.pasts[commit.origin]?.seqs ?? [:]) {
             record, named in try ownerHistory(record: record, named: named)
         }
@@ -497,7 +496,7 @@ struct ApplyContext {
             """, arguments: [record])
         var history: [CommitRules.OwnerChange] = []
         for row in rows {
-            guard let stored = try? Commit.storedChanges([UInt8](row[0] as Data)),
+            guard let stored = try? Commit.Layout([UInt8](row[0] as Data)),
                 let change = stored.changes.first(where: { $0.record == record && $0.field == "owner" })
             else { continue }
             let owner = try? JSONParser.parse(change.valueBytes).stringValue

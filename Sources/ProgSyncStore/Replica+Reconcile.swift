@@ -242,25 +242,13 @@ extension Replica {
             guard rc == SQLITE_ROW else {
                 throw ReplicaError(.corrupt, "reading \(table): \(String(cString: sqlite3_errmsg(sqlite3_db_handle(s))))")
             }
-            func append(_ column: Int32) {
-                if let p = sqlite3_column_text(s, column) {
-                    batch.bytes.append(contentsOf: UnsafeBufferPointer(start: p, count: Int(sqlite3_column_bytes(s, column))))
-                }
+            func column(_ i: Int32) -> UnsafeRawBufferPointer {
+                UnsafeRawBufferPointer(start: sqlite3_column_text(s, i), count: Int(sqlite3_column_bytes(s, i)))
             }
-            let start = batch.bytes.count
-            append(0)
-            let recordEnd = batch.bytes.count
-            batch.buckets.append(UInt16(batch.bytes.withUnsafeBufferPointer {
-                ReplicaDigest.bucket(ofRecordBytes: UnsafeBufferPointer(rebasing: $0[start..<recordEnd]))
-            }))
-            batch.bytes.append(0)
-            append(1)
-            batch.bytes.append(0)
-            withUnsafeBytes(of: UInt64(bitPattern: sqlite3_column_int64(s, 2)).bigEndian) { batch.bytes.append(contentsOf: $0) }
-            append(3)
-            batch.bytes.append(0)
-            append(4)
-            if loser { batch.bytes.append(1) }
+            let record = column(0)
+            batch.buckets.append(UInt16(ReplicaDigest.bucket(ofRecordBytes: record.assumingMemoryBound(to: UInt8.self))))
+            ReplicaDigest.appendEntry(to: &batch.bytes, record: record, field: column(1), stamp: UInt64(bitPattern: sqlite3_column_int64(s, 2)),
+                                      origin: column(3), value: column(4), loser: loser)
             batch.ends.append(batch.bytes.count)
             count += 1
             if batch.ends.count == 8192 {
@@ -342,18 +330,14 @@ extension Replica {
                 var superseded: [CommitRef] = []
                 var frontier: FieldFrontier? {
                     if more.isEmpty && superseded.isEmpty { return FieldFrontier(winner: first) }
-                    var seen = Set<CommitRef>()
-                    let gone = Set(superseded)
-                    let alive = ([first] + more).filter { !gone.contains($0.ref) && seen.insert($0.ref).inserted }
-                        .sorted { FieldVersion.wins($0, over: $1) }
-                    return alive.first.map { FieldFrontier(winner: $0, losers: Array(alive.dropFirst())) }
+                    return MergeRule.frontier(of: [first] + more, superseded: Set(superseded))
                 }
             }
             var versions: [FieldKey: Versions] = [:]
             let commits = try Row.fetchCursor(db, sql: "SELECT lsn, body FROM commits WHERE status = 0 ORDER BY lsn")
             while let row = try commits.next() {
                 guard lsns.contains(row[0]) else { continue }
-                let stored = try Commit.storedChanges([UInt8](row[1] as Data))
+                let stored = try Commit.Layout([UInt8](row[1] as Data))
                 for change in stored.changes where records.contains(change.record) {
                     let version = FieldVersion(value: change.valueBytes, stamp: stored.stamp, origin: stored.ref.origin, seq: stored.ref.seq)
                     let key = FieldKey(record: change.record, field: change.field)

@@ -154,6 +154,19 @@ extension Replica {
                 ) WITHOUT ROWID;
                 """)
         }
+        migrator.registerMigration("v7-newer-schema") { db in
+            // Applied commits written under a schema newer than this node's: judged again on
+            // each start, so an upgrade applies them fully with no operator action.
+            try db.execute(sql: """
+                CREATE TABLE newer_schema (
+                    lsn INTEGER PRIMARY KEY,
+                    origin TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    schema INTEGER NOT NULL,
+                    gaps TEXT NOT NULL
+                );
+                """)
+        }
         return migrator
     }
 }

@@ -21,6 +21,9 @@ public struct ReplicaConfiguration: Sendable {
     /// fill the disk through the held and refused tables. The oldest rows go first, with a log line.
     public var limits: Limits
     public var logger: Logger
+    /// The programme schema version this node writes and judges by: this build's newest, or an
+    /// older one it is pinned to (`schema.version`, for mixed-version tests).
+    public var schemaVersion: UInt32
 
     public struct Limits: Sendable {
         /// Held commits per known origin (gaps, missing dependencies, clock ahead).
@@ -37,7 +40,8 @@ public struct ReplicaConfiguration: Sendable {
         maxClockOffsetMilliseconds: UInt64 = 5 * 60 * 1000,
         now: @escaping @Sendable () -> UInt64 = Replica.wallClockMilliseconds,
         limits: Limits = Limits(),
-        logger: Logger = Logger(label: "progsync.replica")
+        logger: Logger = Logger(label: "progsync.replica"),
+        schemaVersion: UInt32 = ProgrammeSchema.current
     ) {
         self.path = path
         self.identity = identity
@@ -47,6 +51,7 @@ public struct ReplicaConfiguration: Sendable {
         self.now = now
         self.limits = limits
         self.logger = logger
+        self.schemaVersion = schemaVersion
     }
 }
 
@@ -92,6 +97,8 @@ public struct ApplyReport: Sendable, Equatable {
     /// Commits put back into a log that had lost them, and the records they touch.
     public var restored = 0
     public var restoredRecords = Set<String>()
+    /// Applied commits written under a schema newer than this node's (kept, judged again later).
+    public var newerSchema = 0
 
     public init() {}
 
@@ -237,6 +244,7 @@ public final class Replica: Sendable {
             return State(heads: heads, buckets: buckets, clock: clock, registry: configuration.registry, lastLSN: lastLSN, pasts: pasts)
         }
         state = Mutex(loaded)
+        try judgeNewerSchemaAgain()
     }
 
     /// Runs `body` as the only writer, in one transaction; the in-memory caches change only if
@@ -299,16 +307,9 @@ public final class Replica: Sendable {
         return results.map { $0! }
     }
 
+    /// The schema and ownership are judged once, on the commit itself (`ApplyContext.judge`).
     static func validateLocal(_ writes: [FieldWrite]) throws {
         guard !writes.isEmpty else { throw ReplicaError(.invalid, "nothing to change") }
-        for w in writes {
-            guard ProgrammeSchema.isValidRecordID(w.record) else {
-                throw ReplicaError(.invalid, "invalid record id \"\(w.record.prefix(140))\": use 1–128 of A-Z a-z 0-9 . _ : -")
-            }
-            do { try ProgrammeSchema.validate(field: w.field, value: w.value) } catch {
-                throw ReplicaError(.invalid, "record \(w.record): \(error)")
-            }
-        }
     }
 
     /// Several local commits in one transaction: an import lands whole or not at all, yet each
