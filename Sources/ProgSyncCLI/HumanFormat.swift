@@ -94,6 +94,11 @@ public enum HumanFormat {
                 lines.append(indent(table.render(), by: 2))
             }
         }
+        if let versions = v["versions"] {
+            lines.append("")
+            lines.append("schema \(int(versions["schema"])) (this build knows up to \(int(versions["newestSchema"]))), peer protocol \(valueText(versions["protocol"]))")
+            for note in versions["notes"]?.arrayValue ?? [] { lines.append("  " + valueText(note)) }
+        }
         if let vector = v["versionVector"]?.objectValue, !vector.isEmpty {
             lines.append("")
             lines.append("version vector (last commit seen from each origin)")
@@ -111,12 +116,13 @@ public enum HumanFormat {
 
     /// One line per peer: state, last contact, lag both ways, last error.
     static func peerTable(_ peers: [JSONValue], width: Int?) -> String {
-        var table = TextTable(headers: ["NAME", "STATE", "LAST CONTACT", "LAG", "TO PUSH", "LAST ERROR"])
+        var table = TextTable(headers: ["NAME", "STATE", "VERSION", "LAST CONTACT", "LAG", "TO PUSH", "LAST ERROR"])
         for p in peers {
             var lag = "\(int(p["lagCommits"])) commits"
             if let seconds = p["lagSeconds"], seconds != .null { lag += ", \(int(seconds)) s" }
+            let version = p["schema"].flatMap { $0 == .null ? nil : "schema \(int($0)), protocol \(valueText(p["protocol"]))" } ?? "?"
             table.append([
-                valueText(p["name"]), valueText(p["state"]), shortTime(p["lastContact"]?.stringValue),
+                valueText(p["name"]), valueText(p["state"]), version, shortTime(p["lastContact"]?.stringValue),
                 lag, int(p["pendingPush"]), p["lastError"]?.stringValue ?? "",
             ])
         }
@@ -297,7 +303,17 @@ public enum HumanFormat {
 
     public static func quarantine(_ v: JSONValue, width: Int? = nil) -> String {
         let held = v["held"]?.arrayValue ?? []
-        guard !held.isEmpty else { return "nothing held in quarantine\n" }
+        var out = ""
+        if let newer = v["newerSchema"]?.arrayValue, !newer.isEmpty {
+            out += "applied, waiting for a newer schema to be judged in full (upgrade progsync; they are judged again on start)\n"
+            var table = TextTable(headers: ["ORIGIN", "SEQ", "NEEDS SCHEMA", "NOT UNDERSTOOD HERE"])
+            for n in newer {
+                table.append([valueText(n["origin"]), int(n["seq"]), int(n["needsSchema"]),
+                              (n["gaps"]?.arrayValue ?? []).map(valueText).joined(separator: "; ")])
+            }
+            out += table.render(maxWidth: width, shrink: 3, minShrinkWidth: 20) + "\n"
+        }
+        guard !held.isEmpty else { return out + "nothing held in quarantine\n" }
         var table = TextTable(headers: ["HASH", "ORIGIN", "SEQ", "REASON", "TIME", "RECEIVED", "DETAIL"])
         for h in held {
             table.append([
@@ -306,7 +322,7 @@ public enum HumanFormat {
                 valueText(h["detail"]),
             ])
         }
-        return table.render(maxWidth: width, shrink: 6, minShrinkWidth: 20)
+        return out + table.render(maxWidth: width, shrink: 6, minShrinkWidth: 20)
             + "release with: progsync quarantine release HASH  (a unique prefix is enough)\n"
     }
 }

@@ -135,7 +135,13 @@ extension RecordsCommand {
                   field:=JSON   takes a raw JSON value, e.g. links:='["https://example.org"]'
                 A record that does not exist yet is created when kind=… is among the changes \
                 (or with --create); creating needs the kind's required fields: action-line \
-                number,title; result actionLine,number,title; activity result,number,title.
+                number,title; result actionLine,number,title; activity result,number,title; \
+                project actionLine,number,title.
+
+                Restructuring the programme (coordinator): closed=DATE archives an action line or \
+                result (closed= reopens it); result=… moves an activity; title=… rewords. The \
+                history keeps every earlier value, and `report --as-of` shows the programme as it \
+                stood on a date.
 
                 Examples:
                   progsync records set al1.r01.a01 status="In uitvoering maar met vertraging"
@@ -143,6 +149,8 @@ extension RecordsCommand {
                   progsync records set al1.r01.a01 due=2025-06-30 explanation=
                   progsync records set al1.r01.a09 kind=activity result=al1.r01 \\
                       number=9 title="Nieuwe training"
+                  progsync records set al1.r01 closed=2023-06-30
+                  progsync records set al1.r01.a02 result=al1.r02
                 """
         )
 

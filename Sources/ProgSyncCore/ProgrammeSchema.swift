@@ -97,7 +97,8 @@ public struct SchemaError: Error, CustomStringConvertible, Sendable, Equatable {
 /// 2023 recalibration needs: `closed` (an action line or result archived on a date; null reopens
 /// it) and the kind `project`. A commit names the version it was written under; a node judges
 /// it by that version when it knows it, and keeps it for later judgement when it does not
-/// (`CommitRules.schemaGaps`).
+/// (`CommitRules.schemaGaps`). The evolution rule: a new version only adds fields, kinds and
+/// values; it never refuses what an older version allowed.
 public enum ProgrammeSchema {
     /// The newest version this build knows.
     public static let current: UInt32 = 2

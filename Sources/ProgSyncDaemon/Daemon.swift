@@ -68,7 +68,7 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
     try NodeFiles.makeReplicaPrivate(configuration.replicaPath)
     let replica = try Replica(configuration: ReplicaConfiguration(
         path: configuration.replicaPath, identity: me.identity, org: me.org, registry: registry!,
-        maxClockOffsetMilliseconds: UInt64(configuration.maxClockOffsetSeconds) * 1000))
+        maxClockOffsetMilliseconds: UInt64(configuration.maxClockOffsetSeconds) * 1000, schemaVersion: configuration.schemaVersion))
     if configuration.loadSampleData, try replica.lastLSN == 0 {
         let count = try LocalAPI.loadSample(into: replica, org: me.org)
         logger.info("loaded the 2021 programme", metadata: ["records": "\(count)"])
@@ -213,6 +213,7 @@ func makePeerListener(
     let limits = configuration.peerLimits
     let router = Router(context: PeerRequestContext.self)
     router.middlewares.add(JSONErrorMiddleware())
+    router.middlewares.add(PeerProtocolMiddleware(me: "partner \(me.name ?? me.org) (\(me.org))"))
     router.middlewares.add(PeerLoadMiddleware(load: PeerLoad(limits: limits)))
     router.middlewares.add(inbound)
     PeerAPI(replica: replica, node: me, events: events, limits: limits, logger: logger).addRoutes(to: router)

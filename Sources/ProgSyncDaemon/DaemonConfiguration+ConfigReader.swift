@@ -1,5 +1,6 @@
 import Configuration
 import Logging
+import ProgSyncCore
 
 extension DaemonConfiguration {
     /// Reads the configuration under the `progsync` scope. Keys (YAML path / environment):
@@ -10,6 +11,7 @@ extension DaemonConfiguration {
     /// - `progsync.log.format` / `PROGSYNC_LOG_FORMAT`: logfmt or json
     /// - `progsync.clock.max-offset-seconds` / `PROGSYNC_CLOCK_MAX_OFFSET_SECONDS`: quarantine threshold (300; 1 to 31,536,000)
     /// - `progsync.sample-data` / `PROGSYNC_SAMPLE_DATA`: load the 2021 programme into a new replica (true)
+    /// - `progsync.schema.version` / `PROGSYNC_SCHEMA_VERSION`: pin to an older programme schema (mixed-version tests only)
     /// - `progsync.limits.max-body-bytes`, `.max-import-bytes` (1 KiB to 1 GiB), `.max-json-depth` (2 to 512), `.max-page-size` (1 to 100,000)
     /// - `progsync.limits.max-event-subscribers` (64), `.max-event-backlog` (1000 events)
     /// - `progsync.peers.listen` / `PROGSYNC_PEERS_LISTEN`: peer listener "host:port" (none by default)
@@ -42,6 +44,7 @@ extension DaemonConfiguration {
         logFormat = parsedFormat
         maxClockOffsetSeconds = try config.int(forKey: "clock.max-offset-seconds", default: 300, in: 1...31_536_000)
         loadSampleData = config.bool(forKey: "sample-data", default: true)
+        schemaVersion = UInt32(try config.int(forKey: "schema.version", default: Int(ProgrammeSchema.current), in: 1...Int(ProgrammeSchema.current)))
         limits.maxBodyBytes = try config.int(forKey: "limits.max-body-bytes", default: limits.maxBodyBytes, in: 1024...(1 << 30))
         limits.maxImportBytes = try config.int(forKey: "limits.max-import-bytes", default: limits.maxImportBytes, in: 1024...(1 << 30))
         limits.maxJSONDepth = try config.int(forKey: "limits.max-json-depth", default: limits.maxJSONDepth, in: 2...512)

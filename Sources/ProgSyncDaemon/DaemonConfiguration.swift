@@ -1,4 +1,5 @@
 import Logging
+import ProgSyncCore
 import ProgSyncStore
 
 /// Everything `progsyncd` needs to start. Defaults give the zero-config node: a data folder in
@@ -11,6 +12,9 @@ public struct DaemonConfiguration: Sendable {
     public var logFormat: LogFormat
     public var maxClockOffsetSeconds: Int
     public var loadSampleData: Bool
+    /// The programme schema this node writes and judges by (`schema.version`): this build's
+    /// newest unless pinned lower, which only mixed-version tests do.
+    public var schemaVersion: UInt32 = ProgrammeSchema.current
     public var limits: Limits
     public var peerLimits: PeerLimits
     /// The peer listener, "host:port"; nil runs no peer listener (a node that only pulls and pushes).

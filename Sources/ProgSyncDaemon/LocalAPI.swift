@@ -69,7 +69,30 @@ struct LocalAPI: Sendable {
             "connectivity": try connectivityJSON(),
         ]
         if let name = node.name { body["name"] = .string(name) }
+        body["versions"] = try versionsJSON()
         return JSONResponse.make(.object(body))
+    }
+
+    /// This node's schema and protocol, what waits for a newer schema, and partners on another
+    /// schema: what an operator needs to decide who upgrades.
+    func versionsJSON() throws -> JSONValue {
+        let schema = replica.configuration.schemaVersion
+        let waiting = try replica.newerSchemaSummary()
+        var notes: [JSONValue] = []
+        if let needs = waiting.needs, waiting.count > 0 {
+            notes.append(.string("\(waiting.count) commit\(waiting.count == 1 ? "" : "s") wait for schema \(needs); upgrade progsync on this node"))
+        }
+        for p in peers.map({ $0.status.withLock { $0 } }).sorted(by: { $0.name < $1.name }) {
+            guard let theirs = p.partnerSchema, theirs != schema else { continue }
+            notes.append(.string(theirs < schema
+                ? "partner \(p.name) is behind: schema \(theirs), this node \(schema)"
+                : "partner \(p.name) is ahead: schema \(theirs), this node \(schema)"))
+        }
+        return .object([
+            "schema": .int(Int64(schema)), "newestSchema": .int(Int64(ProgrammeSchema.current)),
+            "protocol": .string(PeerProtocol.local.description), "waitingForNewerSchema": .int(Int64(waiting.count)),
+            "notes": .array(notes),
+        ])
     }
 
     func listRecords(_ request: Request) throws -> Response {
@@ -221,7 +244,13 @@ struct LocalAPI: Sendable {
                 "detail": .string(h.detail), "receivedAt": .string(Stamp.iso8601(milliseconds: h.receivedAt)),
             ])
         }
-        return JSONResponse.make(.object(["held": .array(held)]))
+        let newer: [JSONValue] = try replica.newerSchemaCommits().map { n in
+            .object([
+                "origin": .string(n.ref.origin.rawValue), "seq": .int(Int64(n.ref.seq)), "reason": .string("newer-schema"),
+                "needsSchema": .int(Int64(n.schema)), "gaps": .array(n.gaps.map { .string($0) }),
+            ])
+        }
+        return JSONResponse.make(.object(["held": .array(held), "newerSchema": .array(newer)]))
     }
 
     func release(_ hashText: String) throws -> Response {
@@ -268,6 +297,11 @@ struct LocalAPI: Sendable {
             var value = object[name]!
             if name == "status", let text = value.stringValue, let status = ProgrammeStatus(userInput: text) {
                 value = .string(status.rawValue)
+            }
+            // For the answer only (the field named before "a new record needs a kind"); the
+            // commit itself is judged once, by `CommitRules`, under the same schema.
+            do { try ProgrammeSchema.validate(field: name, value: value, schema: replica.configuration.schemaVersion) } catch {
+                throw APIError.invalid(error.description)
             }
             writes.append(FieldWrite(record: record, field: name, value: value))
         }

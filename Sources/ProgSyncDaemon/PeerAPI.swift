@@ -19,7 +19,6 @@ struct PeerRequestContext: RequestContext {
 /// The peer API under `/v1/peer/` (§8): hello, pull with a cursor and long poll, and push. It
 /// serves every commit the node holds, whoever made it, so chains and hubs converge too.
 struct PeerAPI: Sendable {
-    static let protocolVersion = 1
     static let maxBatchBytes = 4 << 20
     static let maxRange = 5000
     let replica: Replica
@@ -44,7 +43,8 @@ struct PeerAPI: Sendable {
     func hello() -> Response {
         JSONResponse.make(.object([
             "node": .string(node.identity.id.rawValue), "org": .string(node.org), "name": .string(node.name ?? ""),
-            "protocol": .int(Int64(Self.protocolVersion)), "clock": .string(replica.clock.hex),
+            "protocol": .int(Int64(PeerProtocol.local.version)), "minProtocol": .int(Int64(PeerProtocol.local.minimum)),
+            "schema": .int(Int64(replica.configuration.schemaVersion)), "clock": .string(replica.clock.hex),
             "versionVector": Self.vectorJSON(replica.versionVector), "lastLSN": .int((try? replica.lastLSN) ?? 0),
             "digest": .string(Hex.encode(replica.digestRoot)),
         ]))

@@ -22,6 +22,9 @@ struct PeerStatus: Sendable {
     var caughtUpSince: UInt64?
     var lastPullCompleted: UInt64 = 0
     var pendingPush = 0
+    /// What the partner said in `hello`: its peer protocol range and programme schema.
+    var partnerProtocol: String?
+    var partnerSchema: UInt32?
 
     /// A connection that went quiet (a cut cable answers nothing, not even an error) shows as
     /// `silent` once a long poll should have come back; the request timeout ends it later.
@@ -41,6 +44,8 @@ struct PeerStatus: Sendable {
         // The wall clock can step back past the last contact: that is no lag, not a negative one.
         let lagSeconds: Double = caughtUpSince != nil ? 0 : Double(now - min(now, lastContact ?? now)) / 1000
         o["lagSeconds"] = .double(lagSeconds)
+        o["protocol"] = partnerProtocol.map { .string($0) } ?? .null
+        o["schema"] = partnerSchema.map { .int(Int64($0)) } ?? .null
         return .object(o)
     }
 }
@@ -103,6 +108,7 @@ final class PeerReplicator: Service, Sendable {
         var prefetched: Task<JSONValue, any Error>?
         // The cursor the current request was sent with.
         var since: Int64 = 0
+        var greeted = false
         while !isStopping && !Task.isCancelled {
             do {
                 let body: JSONValue
@@ -111,6 +117,10 @@ final class PeerReplicator: Service, Sendable {
                     prefetched = nil
                     body = try await next.value
                 } else {
+                    if !greeted {
+                        _ = try await greet(pull)
+                        greeted = true
+                    }
                     since = try replica.peerCursor(peer.id).pulled
                     let wait = caughtUp ? Self.longPollSeconds : 0
                     if wait > 0 { longPollStarted = .now }
@@ -155,6 +165,7 @@ final class PeerReplicator: Service, Sendable {
                 prefetched = nil
                 if isStopping || Task.isCancelled { return }
                 caughtUp = false
+                greeted = false
                 await failed(error, backoff: &backoff)
             }
         }
@@ -167,10 +178,7 @@ final class PeerReplicator: Service, Sendable {
         while !isStopping && !Task.isCancelled {
             do {
                 if peerVector == nil {
-                    let hello = try await push.call("GET", "/v1/peer/hello", timeout: .seconds(15))
-                    guard hello["node"]?.stringValue == peer.id.rawValue else {
-                        throw PeerError("the peer at \(push.baseURL) is node \(hello["node"]?.stringValue ?? "?"), not \(peer.id)")
-                    }
+                    let hello = try await greet(push)
                     peerVector = CommitWire.versionVector(hello["versionVector"])
                     try replica.setKnownVector(of: peer.id, peerVector ?? [:])
                 }
@@ -207,6 +215,25 @@ final class PeerReplicator: Service, Sendable {
                 await failed(error, backoff: &backoff)
             }
         }
+    }
+
+    /// Asks the partner who it is and which protocol and schema it speaks, before anything is
+    /// pulled or pushed: a partner with no common protocol version is refused here, with a
+    /// message that says which side must upgrade, and nothing of it is applied.
+    func greet(_ connection: PeerConnection) async throws -> JSONValue {
+        let hello = try await connection.call("GET", "/v1/peer/hello", timeout: .seconds(15))
+        guard hello["node"]?.stringValue == peer.id.rawValue else {
+            throw PeerError("the peer at \(connection.baseURL) is node \(hello["node"]?.stringValue ?? "?"), not \(peer.id)")
+        }
+        let theirs = PeerProtocol(hello: hello) ?? PeerProtocol(version: 1, minimum: 1)
+        status.withLock { s in
+            s.partnerProtocol = theirs.description
+            s.partnerSchema = hello["schema"]?.intValue.flatMap { UInt32(exactly: $0) } ?? 1
+        }
+        guard PeerProtocol.local.isCompatible(with: theirs) else {
+            throw PeerError(PeerProtocol.local.incompatibility(with: theirs, me: "this node", them: "partner \(peer.name ?? peer.org)"))
+        }
+        return hello
     }
 
     /// Where a pull answer leaves the cursor. The partner's cursor and lastLSN are positions in

@@ -31,6 +31,8 @@ struct PeerConnection: Sendable {
     func call(_ method: String, _ path: String, body: [UInt8]? = nil, timeout: Duration = .seconds(120)) async throws -> JSONValue {
         var request = HTTPClientRequest(method: method, url: baseURL + path, body: body, timeout: timeout)
         if body != nil { request.addHeader("Content-Type", "application/json") }
+        request.addHeader(PeerProtocol.versionHeaderName, "\(PeerProtocol.local.version)")
+        request.addHeader(PeerProtocol.minimumHeaderName, "\(PeerProtocol.local.minimum)")
         let response = try await client.send(request)
         let json = try? JSONParser.parse(response.body, maxDepth: 16)
         guard response.status == 200, let json else {

@@ -389,10 +389,13 @@ struct ApplyContext {
     }
 
     /// A commit written under a schema this node does not know is merged like any other (the
-    /// merge rule and the digest never read values, so replicas holding it stay equal) and
-    /// listed until this node knows that schema and has judged its values (`newer-schema`).
+    /// merge rule and the digest never read values, so replicas holding it stay equal). If it
+    /// uses what this node's schema lacks, it is listed until this node knows that schema and has
+    /// judged it (`newer-schema`). One that uses only what this schema allows is judged already:
+    /// a newer schema only adds fields, kinds and values, never refuses what an older allowed.
     mutating func keepForNewerSchema(_ commit: Commit, lsn: Int64) throws {
         let gaps = CommitRules.schemaGaps(commit, schema: replica.configuration.schemaVersion)
+        guard !gaps.isEmpty else { return }
         try db.cachedStatement(sql: "INSERT OR REPLACE INTO newer_schema (lsn, origin, seq, schema, gaps) VALUES (?, ?, ?, ?, ?)")
             .execute(arguments: [lsn, commit.origin.rawValue, Int64(commit.seq), Int64(commit.schema), gaps.joined(separator: "; ")])
         report.newerSchema += 1

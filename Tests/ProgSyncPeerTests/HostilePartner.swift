@@ -122,7 +122,7 @@ final class HostilePartner: Sendable {
         async throws -> (status: Int, json: JSONValue)
     {
         let response = try await client.send(HTTPClientRequest(
-            method: method, url: "https://127.0.0.1:\(target.port)" + path, body: body, timeout: .seconds(20)))
+            method: method, url: "https://127.0.0.1:\(target.port)" + path, body: body, timeout: .seconds(20)).asPartner())
         return (response.status, (try? JSONParser.parse(response.body)) ?? .null)
     }
 

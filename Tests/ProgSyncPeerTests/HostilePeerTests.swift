@@ -25,7 +25,7 @@ import Testing
         let mallory = HostilePartner(net.nodes["mallory"]!)
         let malloryID = mallory.id
         let hello: @Sendable ([String: JSONValue], String) -> HostilePartner.Answer = { vector, digest in
-            .json(["node": .string(malloryID), "org": "om", "protocol": 1, "versionVector": .object(vector), "lastLSN": 0,
+            .json(["node": .string(malloryID), "org": "om", "protocol": 2, "versionVector": .object(vector), "lastLSN": 0,
                    "digest": .string(digest)])
         }
         let noDigest = String(repeating: "ff", count: 32)

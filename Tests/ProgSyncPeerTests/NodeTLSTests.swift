@@ -116,7 +116,7 @@ import Testing
             let client = try HTTPClient(
                 configuration: .init(connectTimeout: .seconds(5), requestTimeout: .seconds(5), tls: tls))
             defer { client.shutdown() }
-            return try await client.send(HTTPClientRequest(url: url))
+            return try await client.send(HTTPClientRequest(url: url).asPartner())
         }
         func expectRefused(
             _ tls: HTTPClientConfiguration.TLS, codes: [HTTPClientError.Code],

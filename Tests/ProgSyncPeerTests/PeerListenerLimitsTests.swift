@@ -89,7 +89,7 @@ struct PeerListenerLimitsTests {
         let client = try HTTPClient(configuration: .init(requestTimeout: .seconds(10), tls: peerClientTLS(
             certificatePath: jenv.folder + "/tls-cert.pem", keyPath: jenv.folder + "/tls-key.pem", peerPin: net.nodes["politie"]!.pin)))
         defer { client.shutdown() }
-        #expect(try await client.send(HTTPClientRequest(url: "https://127.0.0.1:\(port)/v1/peer/hello")).status == 200)
+        #expect(try await client.send(HTTPClientRequest(url: "https://127.0.0.1:\(port)/v1/peer/hello").asPartner()).status == 200)
     }
 
     /// A client with a partner's certificate, calling `node`'s peer API.
@@ -110,7 +110,7 @@ struct PeerListenerLimitsTests {
         @Sendable func call(_ name: String, _ path: String) async throws -> HTTPClientResponse {
             let client = try Self.partnerClient(net, as: name, calling: "politie")
             defer { client.shutdown() }
-            return try await client.send(HTTPClientRequest(url: base + path))
+            return try await client.send(HTTPClientRequest(url: base + path).asPartner())
         }
         let last = try #require(try JSONParser.parse(try await call("jenv", "/v1/peer/hello").body)["lastLSN"]?.intValue)
         let poll = "/v1/peer/commits?since=\(last)&wait=4"
@@ -169,7 +169,7 @@ struct PeerListenerLimitsTests {
             prev = commit.hash
         }
         func push(_ body: [UInt8]) async throws -> HTTPClientResponse {
-            try await jenv.send(HTTPClientRequest(method: "POST", url: base + "/v1/peer/commits", body: body))
+            try await jenv.send(HTTPClientRequest(method: "POST", url: base + "/v1/peer/commits", body: body).asPartner())
         }
         let big = try await push(JSONValue.object(["commits": CommitWire.json(commits)]).canonicalBytes)
         #expect(big.status == 413, "HTTP \(big.status)")
@@ -189,7 +189,7 @@ struct PeerListenerLimitsTests {
         // Digest entries: a page of 256 buckets is answered, more in one request are refused.
         func entries(_ buckets: Range<Int>) async throws -> HTTPClientResponse {
             try await jenv.send(HTTPClientRequest(method: "POST", url: base + "/v1/peer/digest/entries",
-                body: JSONValue.object(["buckets": .array(buckets.map { .int(Int64($0)) })]).canonicalBytes))
+                body: JSONValue.object(["buckets": .array(buckets.map { .int(Int64($0)) })]).canonicalBytes).asPartner())
         }
         #expect(try await entries(0..<256).status == 200)
         let all = try await entries(0..<4096)

@@ -283,6 +283,17 @@ func eventually(_ timeout: TimeInterval, _ body: () async throws -> Bool) async 
     return try await body()
 }
 
+extension HTTPClientRequest {
+    /// As a partner node sends it, naming its peer protocol range: the listener takes a caller
+    /// that names none for a protocol-1 node and refuses it (426).
+    func asPartner() -> HTTPClientRequest {
+        var request = self
+        request.addHeader("Progsync-Protocol", "2")
+        request.addHeader("Progsync-Protocol-Min", "2")
+        return request
+    }
+}
+
 struct PeerTestError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }

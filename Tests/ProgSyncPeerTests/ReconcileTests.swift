@@ -97,7 +97,7 @@ import Testing
         defer { client.shutdown() }
         func peer(_ method: String, _ path: String, _ body: JSONValue? = nil) async throws -> JSONValue {
             let response = try await client.send(HTTPClientRequest(
-                method: method, url: "https://127.0.0.1:\(jenv.port)" + path, body: body?.canonicalBytes))
+                method: method, url: "https://127.0.0.1:\(jenv.port)" + path, body: body?.canonicalBytes).asPartner())
             guard response.status == 200 else { throw PeerTestError("\(method) \(path): HTTP \(response.status)") }
             return try JSONParser.parse(response.body)
         }
@@ -139,7 +139,7 @@ import Testing
 
         // Out-of-range asks are refused, not served.
         for path in ["/v1/peer/digest/buckets?inner=\(innerCount)", "/v1/peer/digest/buckets?inner=-1"] {
-            let response = try await client.send(HTTPClientRequest(url: "https://127.0.0.1:\(jenv.port)" + path))
+            let response = try await client.send(HTTPClientRequest(url: "https://127.0.0.1:\(jenv.port)" + path).asPartner())
             #expect(response.status == 400, "\(path)")
         }
     }

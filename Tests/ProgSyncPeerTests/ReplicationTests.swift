@@ -159,7 +159,7 @@ import Glibc
         let relayID = relay.id
         router.get("/v1/peer/hello") { _, _ in
             Response(status: .ok, body: .init(byteBuffer: ByteBuffer(bytes: JSONValue.object([
-                "node": .string(relayID), "org": "om", "protocol": 1, "versionVector": .object([:]), "lastLSN": 2,
+                "node": .string(relayID), "org": "om", "protocol": 2, "versionVector": .object([:]), "lastLSN": 2,
             ]).canonicalBytes)))
         }
         router.get("/v1/peer/commits") { request, _ in
@@ -221,7 +221,7 @@ import Glibc
         // A listed node's certificate gets through.
         let jenv = net.nodes["jenv"]!
         let member = try client(cert: jenv.folder + "/tls-cert.pem", key: jenv.folder + "/tls-key.pem")
-        let hello = try await member.send(HTTPClientRequest(url: url))
+        let hello = try await member.send(HTTPClientRequest(url: url).asPartner())
         #expect(hello.status == 200)
 
         // Pushed commits: forged, unauthorised and replayed ones change nothing.
@@ -229,7 +229,7 @@ import Glibc
         func push(_ commits: [SignedCommit]) async throws -> JSONValue {
             let response = try await member.send(HTTPClientRequest(
                 method: "POST", url: "https://127.0.0.1:\(politie.port)/v1/peer/commits",
-                body: JSONValue.object(["commits": CommitWire.json(commits)]).canonicalBytes))
+                body: JSONValue.object(["commits": CommitWire.json(commits)]).canonicalBytes).asPartner())
             #expect(response.status == 200)
             return try JSONParser.parse(response.body)
         }

@@ -56,14 +56,15 @@ struct TestNetwork {
 
     /// Opens the replica of a registered node, or of an observer that writes nothing.
     func replica(
-        _ name: String, inMemory: Bool = false, clockOffset: Int64 = 0, limits: ReplicaConfiguration.Limits = .init()
+        _ name: String, inMemory: Bool = false, clockOffset: Int64 = 0, limits: ReplicaConfiguration.Limits = .init(),
+        schema: UInt32 = ProgrammeSchema.current
     ) throws -> Replica {
         let identity = identities[name] ?? NodeIdentity()
         let clock = self.clock
         return try Replica(configuration: ReplicaConfiguration(
             path: inMemory ? ":memory:" : path(name), identity: identity, org: orgs[name] ?? "observer",
             registry: registry,
-            now: { UInt64(Int64(clock.now) + clockOffset) }, limits: limits))
+            now: { UInt64(Int64(clock.now) + clockOffset) }, limits: limits, schemaVersion: schema))
     }
 
     func cleanUp() { try? FileManager.default.removeItem(at: folder) }
