@@ -96,7 +96,7 @@ enum TransferFailure: Error {
 }
 
 /// State shared with libcurl's callbacks for one transfer, passed to them as
-/// an unretained opaque pointer while `perform` keeps it alive.
+/// an unretained opaque pointer while its `Transfer` keeps it alive.
 private final class TransferContext {
     let maxBodyBytes: Int
     let shouldAbort: () -> Bool
@@ -138,7 +138,7 @@ private final class TransferContext {
     }
 }
 
-/// One libcurl easy handle, used only by the client's worker thread. Reset
+/// One libcurl easy handle per client, used only by the multi thread. Reset
 /// and reconfigured for each request; its connection cache survives
 /// `curl_easy_reset`, which keeps connections alive.
 final class CurlEasy {
@@ -160,55 +160,62 @@ final class CurlEasy {
         errorBuffer.deallocate()
     }
 
-    func perform(
+    /// What must stay alive while a transfer runs on the multi handle: the
+    /// callbacks' context, the header list and the request body (libcurl's
+    /// CURLOPT_POSTFIELDS does not copy).
+    final class Transfer {
+        fileprivate let context: TransferContext
+        fileprivate var headerList: UnsafeMutablePointer<curl_slist>?
+        fileprivate var body: UnsafeMutableRawBufferPointer?
+
+        fileprivate init(context: TransferContext) { self.context = context }
+
+        deinit {
+            curl_slist_free_all(headerList)
+            body?.deallocate()
+        }
+    }
+
+    /// The easy handle, for adding it to and removing it from a multi handle.
+    var rawHandle: UnsafeMutableRawPointer { handle }
+
+    /// Configures the handle for `request`; the caller adds it to a multi
+    /// handle and calls ``finish(_:code:configuration:)`` when libcurl is done.
+    func start(
         _ request: PreparedRequest,
         configuration: HTTPClientConfiguration,
         shouldAbort: @escaping () -> Bool
-    ) -> Result<HTTPClientResponse, TransferFailure> {
+    ) -> Result<Transfer, TransferFailure> {
         curl_easy_reset(handle)
         errorBuffer[0] = 0
-
-        let context = TransferContext(maxBodyBytes: configuration.maxResponseBytes, shouldAbort: shouldAbort)
-        var headerList: UnsafeMutablePointer<curl_slist>? = nil
-        defer { curl_slist_free_all(headerList) }
-
-        return withExtendedLifetime(context) { () -> Result<HTTPClientResponse, TransferFailure> in
-            do throws(HTTPClientError) {
-                try configure(request, configuration: configuration, context: context, headerList: &headerList)
-            } catch {
-                return .failure(.error(error))
-            }
-
-            let code: CURLcode
+        let transfer = Transfer(context: TransferContext(maxBodyBytes: configuration.maxResponseBytes, shouldAbort: shouldAbort))
+        do throws(HTTPClientError) {
+            try configure(request, configuration: configuration, context: transfer.context, headerList: &transfer.headerList)
             if let body = request.body {
-                // CURLOPT_POSTFIELDS does not copy: the bytes must stay valid
-                // through curl_easy_perform. A non-empty buffer keeps the
-                // pointer non-NULL (NULL would make libcurl read stdin).
-                let storage = body.isEmpty ? [0] : body
-                code = storage.withUnsafeBytes { raw -> CURLcode in
-                    var result = progsync_curl_easy_setopt_off_t(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count))
-                    if result == CURLE_OK {
-                        result = progsync_curl_easy_setopt_pointer(
-                            handle, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: raw.baseAddress!))
-                    }
-                    if result == CURLE_OK {
-                        result = curl_easy_perform(handle)
-                    }
-                    // Do not leave a dangling pointer in the handle.
-                    _ = progsync_curl_easy_setopt_pointer(handle, CURLOPT_POSTFIELDS, nil)
-                    return result
-                }
-            } else {
-                code = curl_easy_perform(handle)
+                // A non-empty buffer keeps the pointer non-NULL (NULL would make libcurl read stdin).
+                let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(body.count, 1), alignment: 1)
+                storage.copyBytes(from: body)
+                transfer.body = storage
+                guard progsync_curl_easy_setopt_off_t(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count)) == CURLE_OK,
+                    progsync_curl_easy_setopt_pointer(handle, CURLOPT_POSTFIELDS, storage.baseAddress) == CURLE_OK
+                else { throw HTTPClientError(code: .invalidRequest, message: "cannot set the request body") }
             }
-
-            guard code == CURLE_OK else {
-                return .failure(failure(for: code, context: context, configuration: configuration))
-            }
-            var status = 0
-            _ = progsync_curl_easy_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
-            return .success(HTTPClientResponse(status: status, headers: context.parsedHeaders(), body: context.body))
+        } catch {
+            return .failure(.error(error))
         }
+        return .success(transfer)
+    }
+
+    /// The outcome of a transfer libcurl finished with `code`.
+    func finish(_ transfer: Transfer, code: CURLcode, configuration: HTTPClientConfiguration) -> Result<HTTPClientResponse, TransferFailure> {
+        // Do not leave a dangling pointer in the handle.
+        _ = progsync_curl_easy_setopt_pointer(handle, CURLOPT_POSTFIELDS, nil)
+        guard code == CURLE_OK else {
+            return .failure(failure(for: code, context: transfer.context, configuration: configuration))
+        }
+        var status = 0
+        _ = progsync_curl_easy_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
+        return .success(HTTPClientResponse(status: status, headers: transfer.context.parsedHeaders(), body: transfer.context.body))
     }
 
     private func configure(

@@ -1,15 +1,16 @@
 import CCurl
-import Dispatch
 import Synchronization
 
 /// A small async HTTP/1.1 client over libcurl.
 ///
-/// Each client owns one dedicated OS thread and one libcurl easy handle. The
-/// thread performs queued requests one at a time, so blocking libcurl calls
-/// never run on Swift's cooperative thread pool, and the easy handle's
-/// connection cache keeps the connection alive between requests. A request
-/// waits in the queue while an earlier one (e.g. a long poll) is running;
-/// use separate clients for traffic that must not wait.
+/// Each client owns one libcurl easy handle and performs its queued requests
+/// one at a time; the easy handle's connection cache keeps the connection
+/// alive between requests. A request waits in the queue while an earlier one
+/// (e.g. a long poll) is running; use separate clients for traffic that must
+/// not wait. Every client's transfers run on one libcurl multi handle driven
+/// by one OS thread for the whole process (`CurlMulti`), so fifty partners
+/// cost one thread, not a hundred, and no libcurl call runs on Swift's
+/// cooperative thread pool.
 ///
 /// Cancelling the task that awaits ``send(_:)`` removes a queued request at
 /// once, and aborts a running one within about a second (libcurl's progress
@@ -27,12 +28,8 @@ public final class HTTPClient: Sendable {
         guard configuration.maxResponseBytes >= 0 else {
             throw HTTPClientError(code: .invalidRequest, message: "maxResponseBytes must not be negative")
         }
-        let easy = try CurlEasy()
-        let worker = Worker(configuration: configuration)
-        let transfer = UnsafeTransfer(easy)
-        try spawnThread {
-            worker.run(easy: transfer.value)
-        }
+        let worker = Worker(configuration: configuration, easy: try CurlEasy())
+        try CurlMulti.shared().register(worker)
         self.worker = worker
     }
 
@@ -73,16 +70,9 @@ public final class HTTPClient: Sendable {
 
 /// `curl_global_init(CURL_GLOBAL_DEFAULT)`, run once per process (Swift
 /// initializes globals lazily and thread-safely).
-private let curlGlobalInitResult: UInt32 = progsync_curl_global_init_default().rawValue
+let curlGlobalInitResult: UInt32 = progsync_curl_global_init_default().rawValue
 
-/// Moves a value that is only ever used by one thread at a time across an
-/// isolation boundary.
-private struct UnsafeTransfer<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
-}
-
-/// The queue shared by ``HTTPClient/send(_:)`` callers and the worker thread.
+/// One client's queue, shared by ``HTTPClient/send(_:)`` callers and the multi thread.
 final class Worker: Sendable {
     struct Job: Sendable {
         let id: UInt64
@@ -97,16 +87,17 @@ final class Worker: Sendable {
     }
 
     let configuration: HTTPClientConfiguration
+    /// Used only by the multi thread.
+    nonisolated(unsafe) let easy: CurlEasy
     private let state = Mutex(State())
-    /// Signalled once per enqueued job and once on shutdown.
-    private let wakeup = DispatchSemaphore(value: 0)
     private let jobIDs = Atomic<UInt64>(0)
     /// The id of a running job whose task was cancelled.
     private let abortJobID = Atomic<UInt64>(0)
     private let isShutdown = Atomic<Bool>(false)
 
-    init(configuration: HTTPClientConfiguration) {
+    init(configuration: HTTPClientConfiguration, easy: CurlEasy) {
         self.configuration = configuration
+        self.easy = easy
     }
 
     func nextJobID() -> UInt64 {
@@ -130,7 +121,7 @@ final class Worker: Sendable {
         if let rejection {
             job.continuation.resume(throwing: rejection)
         } else {
-            wakeup.signal()
+            CurlMulti.wake()
         }
     }
 
@@ -145,6 +136,7 @@ final class Worker: Sendable {
             return nil
         }
         removed?.continuation.resume(throwing: CancellationError())
+        CurlMulti.wake()
     }
 
     func shutdown() {
@@ -157,54 +149,37 @@ final class Worker: Sendable {
         }
         guard let pending else { return }
         isShutdown.store(true, ordering: .relaxed)
-        wakeup.signal()
+        CurlMulti.wake()
         for job in pending {
             job.continuation.resume(throwing: HTTPClientError.clientShutdown)
         }
     }
 
-    /// The worker thread's loop. Returns (and frees the handle) after shutdown.
-    func run(easy: CurlEasy) {
-        enum Next {
-            case run(Job)
-            case idle
-            case exit
+    /// For the multi thread: the next job to start, or nil. Marks it running.
+    func takeNext() -> Job? {
+        state.withLock { state in
+            guard !state.queue.isEmpty else { return nil }
+            let job = state.queue.removeFirst()
+            state.currentJobID = job.id
+            return job
         }
-        while true {
-            wakeup.wait()
-            let next: Next = state.withLock { state in
-                if !state.queue.isEmpty {
-                    let job = state.queue.removeFirst()
-                    state.currentJobID = job.id
-                    return .run(job)
-                }
-                return state.isShutdown ? .exit : .idle
-            }
-            switch next {
-            case .idle:
-                continue
-            case .exit:
-                return
-            case .run(let job):
-                let id = job.id
-                let result = easy.perform(job.request, configuration: configuration) {
-                    self.abortJobID.load(ordering: .relaxed) == id || self.isShutdown.load(ordering: .relaxed)
-                }
-                state.withLock { $0.currentJobID = nil }
-                switch result {
-                case .success(let response):
-                    job.continuation.resume(returning: response)
-                case .failure(.aborted):
-                    if abortJobID.load(ordering: .relaxed) == id {
-                        job.continuation.resume(throwing: CancellationError())
-                    } else {
-                        job.continuation.resume(throwing: HTTPClientError.clientShutdown)
-                    }
-                case .failure(.error(let error)):
-                    job.continuation.resume(throwing: error)
-                }
-            }
-        }
+    }
+
+    /// For the multi thread: the running job ended (its continuation is resumed by the caller).
+    func finished() {
+        state.withLock { $0.currentJobID = nil }
+    }
+
+    /// Whether the running job `id` must stop: its task was cancelled or the client shut down.
+    func shouldAbort(_ id: UInt64) -> Bool {
+        abortJobID.load(ordering: .relaxed) == id || isShutdown.load(ordering: .relaxed)
+    }
+
+    var hasShutDown: Bool { isShutdown.load(ordering: .relaxed) }
+
+    /// How an aborted transfer ends for its caller.
+    func abortError(_ id: UInt64) -> any Error {
+        abortJobID.load(ordering: .relaxed) == id ? CancellationError() : HTTPClientError.clientShutdown
     }
 }
 
