@@ -180,8 +180,23 @@ func makePeerEndpoints(
     _ configuration: DaemonConfiguration, registry: PartnerRegistry, me: NodeFiles.StoredIdentity, logger: Logger
 ) throws -> [PeerEndpoint] {
     var out: [PeerEndpoint] = []
-    for peer in registry.nodes.values.sorted(by: { $0.id < $1.id }) where peer.id != me.identity.id {
-        guard let address = peer.address else { continue }
+    let others = registry.nodes.values.sorted(by: { $0.id < $1.id }).filter { $0.id != me.identity.id }
+    // peers.connect: dial only these (by name or node id); relaying brings everything else.
+    var dial = Set(others.map(\.id))
+    if let names = configuration.peerConnect {
+        dial = []
+        for name in names {
+            guard let node = others.first(where: { $0.name == name || $0.id.rawValue == name }) else {
+                throw ConfigurationError("peers.connect names \(name), which is no other node in the registry (known: \(others.map { $0.name ?? $0.id.rawValue }.joined(separator: ", ")))")
+            }
+            dial.insert(node.id)
+        }
+    }
+    for peer in others where dial.contains(peer.id) {
+        guard let address = peer.address else {
+            if configuration.peerConnect != nil { throw ConfigurationError("peers.connect names \(peer.name ?? peer.id.rawValue), which has no address in the registry") }
+            continue
+        }
         let tls: HTTPClientConfiguration.TLS?
         if address.hasPrefix("https://") {
             guard let pin = peer.certificatePin else {

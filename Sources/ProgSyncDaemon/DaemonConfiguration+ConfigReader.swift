@@ -1,4 +1,5 @@
 import Configuration
+import Foundation
 import Logging
 import ProgSyncCore
 
@@ -15,6 +16,7 @@ extension DaemonConfiguration {
     /// - `progsync.limits.max-body-bytes`, `.max-import-bytes` (1 KiB to 1 GiB), `.max-json-depth` (2 to 512), `.max-page-size` (1 to 100,000)
     /// - `progsync.limits.max-event-subscribers` (64), `.max-event-backlog` (1000 events)
     /// - `progsync.peers.listen` / `PROGSYNC_PEERS_LISTEN`: peer listener "host:port" (none by default)
+    /// - `progsync.peers.connect` / `PROGSYNC_PEERS_CONNECT`: the partners to dial, "hub" or "a,b" by name or node id (all with an address)
     /// - `progsync.peers.plain-http` / `PROGSYNC_PEERS_PLAIN_HTTP`: plain HTTP on loopback only (false)
     /// - `progsync.peers.max-connections` (256), `.max-connections-per-address` (32),
     ///   `.handshake-timeout-seconds` (10), `.idle-timeout-seconds` (120), `.max-requests-per-peer` (16),
@@ -52,6 +54,9 @@ extension DaemonConfiguration {
         limits.maxEventSubscribers = try config.int(forKey: "limits.max-event-subscribers", default: limits.maxEventSubscribers, in: 1...100_000)
         limits.maxEventBacklog = try config.int(forKey: "limits.max-event-backlog", default: limits.maxEventBacklog, in: 1...1_000_000)
         peerListen = config.string(forKey: "peers.listen")
+        peerConnect = config.string(forKey: "peers.connect").map { text in
+            text.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
         peerLimits.maxConnections = try config.int(forKey: "peers.max-connections", default: peerLimits.maxConnections, in: 1...100_000)
         peerLimits.maxConnectionsPerAddress = try config.int(
             forKey: "peers.max-connections-per-address", default: peerLimits.maxConnectionsPerAddress, in: 1...100_000)

@@ -19,6 +19,8 @@ public struct DaemonConfiguration: Sendable {
     public var peerLimits: PeerLimits
     /// The peer listener, "host:port"; nil runs no peer listener (a node that only pulls and pushes).
     public var peerListen: String?
+    /// The partners to dial (`peers.connect`, names or node ids); nil: every node with an address.
+    public var peerConnect: [String]?
     /// Plain HTTP between peers: only on loopback, only when set (tests and demos).
     public var peerPlainHTTP: Bool
     public var tlsCertificatePath: String
