@@ -15,6 +15,9 @@ public struct DaemonConfiguration: Sendable {
     public var peerLimits: PeerLimits
     /// The peer listener, "host:port"; nil runs no peer listener (a node that only pulls and pushes).
     public var peerListen: String?
+    /// Where Prometheus scrapes `GET /metrics` over TCP, "host:port"; nil serves it on the local
+    /// socket only.
+    public var metricsListen: String?
     /// Plain HTTP between peers: only on loopback, only when set (tests and demos).
     public var peerPlainHTTP: Bool
     public var tlsCertificatePath: String
@@ -80,6 +83,7 @@ public struct DaemonConfiguration: Sendable {
         limits = Limits()
         peerLimits = PeerLimits()
         peerListen = nil
+        metricsListen = nil
         peerPlainHTTP = false
         tlsCertificatePath = dataDirectory + "/tls-cert.pem"
         tlsKeyPath = dataDirectory + "/tls-key.pem"

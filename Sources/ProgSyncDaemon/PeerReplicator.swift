@@ -22,6 +22,8 @@ struct PeerStatus: Sendable {
     var caughtUpSince: UInt64?
     var lastPullCompleted: UInt64 = 0
     var pendingPush = 0
+    /// The partner's clock minus ours when it last said hello (ms), as its hybrid clock shows it.
+    var clockOffsetMilliseconds: Int64?
 
     /// A connection that went quiet (a cut cable answers nothing, not even an error) shows as
     /// `silent` once a long poll should have come back; the request timeout ends it later.
@@ -33,15 +35,20 @@ struct PeerStatus: Sendable {
     func json(now: UInt64, localLastLSN: Int64) -> JSONValue {
         var o: [String: JSONValue] = [
             "name": .string(name), "node": .string(node.rawValue), "org": .string(org), "address": .string(address),
-            "state": .string(shownState(now: now)), "lagCommits": .int(max(0, remoteLastLSN - pulled)),
+            "state": .string(shownState(now: now)), "lagCommits": .int(lagCommits),
             "pendingPush": .int(Int64(pendingPush)), "pulled": .int(pulled), "pushed": .int(pushed),
         ]
         o["lastContact"] = lastContact.map { .string(Stamp.iso8601(milliseconds: $0)) } ?? .null
         o["lastError"] = lastError.map { .string($0) } ?? .null
-        // The wall clock can step back past the last contact: that is no lag, not a negative one.
-        let lagSeconds: Double = caughtUpSince != nil ? 0 : Double(now - min(now, lastContact ?? now)) / 1000
-        o["lagSeconds"] = .double(lagSeconds)
+        o["lagSeconds"] = .double(lagSeconds(now: now))
         return .object(o)
+    }
+
+    var lagCommits: Int64 { max(0, remoteLastLSN - pulled) }
+
+    /// The wall clock can step back past the last contact: that is no lag, not a negative one.
+    func lagSeconds(now: UInt64) -> Double {
+        caughtUpSince != nil ? 0 : Double(now - min(now, lastContact ?? now)) / 1000
     }
 }
 
@@ -53,6 +60,7 @@ final class PeerReplicator: Service, Sendable {
     let replica: Replica
     let events: EventBroadcaster
     let logger: Logger
+    let metrics: DaemonMetrics
     let pull: PeerConnection
     let push: PeerConnection
     let status: Mutex<PeerStatus>
@@ -62,8 +70,9 @@ final class PeerReplicator: Service, Sendable {
     static let longPollSeconds = 20
 
     init(peer: PartnerRegistry.Node, address: String, tls: HTTPClientConfiguration.TLS?, replica: Replica,
-         events: EventBroadcaster, logger: Logger) throws {
+         events: EventBroadcaster, metrics: DaemonMetrics, logger: Logger) throws {
         self.peer = peer
+        self.metrics = metrics
         self.replica = replica
         self.events = events
         var logger = logger
@@ -129,7 +138,7 @@ final class PeerReplicator: Service, Sendable {
                 }
                 since = next
                 let peerID = peer.id
-                let report = try replica.apply(commits) { db in try Replica.setPulled(db, peer: peerID, to: next) }
+                let report = try metrics.merge(replica) { try replica.apply(commits) { db in try Replica.setPulled(db, peer: peerID, to: next) } }
                 if !commits.isEmpty { events.publish(replica: replica) }
                 for r in report.rejected {
                     logger.warning("commit from peer refused", metadata: ["commit": "\(r.ref)", "reason": "\(r.reason)", "detail": "\(r.detail)"])
@@ -173,6 +182,10 @@ final class PeerReplicator: Service, Sendable {
                     }
                     peerVector = CommitWire.versionVector(hello["versionVector"])
                     try replica.setKnownVector(of: peer.id, peerVector ?? [:])
+                    if let clock = hello["clock"]?.stringValue.flatMap(Stamp.init(hex:)) {
+                        let offset = Int64(clock.milliseconds) - Int64(Replica.wallClockMilliseconds())
+                        status.withLock { $0.clockOffsetMilliseconds = offset }
+                    }
                 }
                 let pushed = try replica.peerCursor(peer.id).pushed
                 // Bounded in bytes as pull answers are, so a batch stays within partners' push limit.
