@@ -87,6 +87,26 @@ struct OperationsTests {
         #expect(check.exitCode == 0, "promtool check metrics: \(check)")
     }
 
+    /// `metrics.listen` from YAML: a bare port is loopback; a malformed value stops the daemon in one line.
+    @Test func metricsListenKeyIsReadAndChecked() async throws {
+        let port = try freePort()
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("pse2e-ml-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let data = folder.appendingPathComponent("data").path, yaml = folder.appendingPathComponent("progsyncd.yaml").path
+        try "progsync:\n  metrics:\n    listen: \(port)\n".write(toFile: yaml, atomically: true, encoding: .utf8)
+        let d = try DaemonHarness(empty: true, dataDir: data, arguments: ["--data-dir", data, "--empty", "--config", yaml])
+        defer { d.cleanup() }
+        try await d.start()
+        let scrape = try await runProcess(Binaries.curl, ["-sS", "--max-time", "5", "http://127.0.0.1:\(port)/metrics"])
+        #expect(scrape.exitCode == 0 && scrape.stdout.contains("progsync_database_bytes"), "\(scrape)")
+        _ = try await d.stop()
+        try "progsync:\n  metrics:\n    listen: everywhere\n".write(toFile: yaml, atomically: true, encoding: .utf8)
+        let refused = try await runProcess(Binaries.progsyncd, ["--data-dir", data, "--config", yaml], timeout: 30)
+        #expect(refused.exitCode != 0 && !refused.signalled, "\(refused)")
+        #expect(refused.stderr.contains("metrics.listen must be host:port, not everywhere"), "\(refused)")
+    }
+
     @Test func countsMergedHeldAndRefusedCommitsByOriginOrg() throws {
         let me = NodeIdentity(), politie = NodeIdentity(), stranger = NodeIdentity()
         let registry = PartnerRegistry(nodes: [
