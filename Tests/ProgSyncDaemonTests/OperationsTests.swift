@@ -331,8 +331,8 @@ struct OperationsTests {
         defer { d.cleanup() }
         try await d.start()
         #expect(try await listener.waitFor("WATCHDOG=1", timeout: 5))
-        // Beats keep coming while the writer works: several within a second.
-        try await Task.sleep(for: .seconds(1))
+        // Beats keep coming while the writer works (one every 200 ms; slack for a loaded machine).
+        try await Task.sleep(for: .milliseconds(1500))
         let before = listener.received.filter { $0 == "WATCHDOG=1" }.count
         #expect(before >= 3, "\(listener.received)")
         #expect(try await d.request("POST", "/v1/test/wedge-writer").status == 200)

@@ -25,7 +25,8 @@ struct PeerMetricsTests {
         try net.start("politie")
         _ = try await net.waitForAgreement()
         let jenvID = net.nodes["jenv"]!.id
-        let held = try net.status("politie")["versionVector"]?[jenvID]?.intValue ?? 0
+        // Asked without blocking a thread: PeerNetwork.status waits on a semaphore.
+        let held = try await net.request("politie", "GET", "/v1/status").1["versionVector"]?[jenvID]?.intValue ?? 0
         #expect(held > 0)
         let text = try await Self.scrape(net, "politie")
         // Every commit of jenv's that politie holds was merged exactly once, by pull or by push.
