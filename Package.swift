@@ -86,6 +86,7 @@ let package = Package(
             name: "progsyncd",
             dependencies: [
                 "ProgSyncDaemon",
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build needs from Debian when it is missing: libcurl's and zlib's headers (the
 # HTTP client, bundles); with --test also faketime and iproute2 (clock-skew and partition tests)
-# and LibreOffice Calc, headless (the spreadsheet round-trip test);
+# and LibreOffice Calc, headless (the spreadsheet round-trip test); Prometheus with promtool and
+# systemd-analyze (the monitoring and unit-file tests);
 # with --bench nginx-light. Safe to run again.
 set -euo pipefail
 need=()
@@ -11,6 +12,8 @@ if [ "${1:-}" = "--test" ]; then
     command -v faketime >/dev/null 2>&1 || need+=(faketime)
     command -v ip >/dev/null 2>&1 || need+=(iproute2)
     command -v soffice >/dev/null 2>&1 || need+=(libreoffice-calc-nogui)
+    command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+    command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 fi
 if [ "${1:-}" = "--bench" ]; then
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)

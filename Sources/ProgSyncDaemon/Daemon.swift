@@ -42,8 +42,10 @@ final class LockBox: Sendable {
 
 /// Builds the daemon from its configuration: creates the data folder, identity and registry on
 /// first start (the zero-config node belongs to the coordinating org `jenv`), opens the replica,
-/// loads the sample programme into a new replica, and wires the local API.
-public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) throws -> Daemon {
+/// loads the sample programme into a new replica, and wires the local API. `metrics` is where
+/// the daemon's own metrics go; `progsyncd` bootstraps swift-metrics with its factory, so the
+/// HTTP metrics land there too.
+public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metrics: DaemonMetrics = DaemonMetrics()) throws -> Daemon {
     let fm = FileManager.default
     try fm.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     try NodeFiles.checkDataFolder(configuration.dataDirectory)
@@ -79,25 +81,41 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
     var services: [any Service] = []
     let endpoints = try makePeerEndpoints(configuration, registry: registry!, me: me, logger: logger)
     let replicators = try endpoints.map { p in
-        try PeerReplicator(peer: p.node, address: p.address, tls: p.tls, replica: replica, events: events, logger: logger)
+        try PeerReplicator(peer: p.node, address: p.address, tls: p.tls, replica: replica, events: events, metrics: metrics, logger: logger)
     }
     services += replicators as [any Service]
     let inbound = InboundContact()
+    let notifier = SystemdNotifier()
+    let listeners = ["local"] + (configuration.peerListen != nil ? ["peer"] : []) + (configuration.metricsListen != nil ? ["metrics"] : [])
+    let readiness = Readiness(replica: replica, listeners: listeners, notifier: notifier, logger: logger)
+    services.append(readiness)
     if let listen = configuration.peerListen {
         services.append(try makePeerListener(listen, configuration, tls: tls, replica: replica, me: me, events: events,
-                                             inbound: inbound, logger: logger))
+                                             inbound: inbound, metrics: metrics, onBound: { readiness.bound("peer") }, logger: logger))
     }
     let reports = ReconcileReports(directory: configuration.reportsPath, keepDays: configuration.reconcileKeepDays)
-    let reconciler = Reconciler(replica: replica, peers: endpoints, reports: reports, events: events, logger: logger)
+    metrics.loadReconciliations(reports)
+    let reconciler = Reconciler(replica: replica, peers: endpoints, reports: reports, events: events, logger: logger, metrics: metrics)
     services.append(NightlyJobs(reconciler: reconciler, schedule: configuration.reconcileSchedule, reports: reports,
                                 replica: replica, events: events, logger: logger))
+    let heartbeat = WriterHeartbeat(replica: replica, notifier: notifier, logger: logger)
     let api = LocalAPI(replica: replica, node: me, limits: configuration.limits, events: events,
-                       committer: GroupCommitter(replica: replica, events: events), peers: replicators,
+                       committer: GroupCommitter(replica: replica, events: events, metrics: metrics), peers: replicators,
                        reconciler: reconciler, reports: reports, inbound: inbound,
-                       authors: CommitAuthors(sharing: configuration.authorShare, replica: replica))
+                       authors: CommitAuthors(sharing: configuration.authorShare, replica: replica),
+                       health: HealthChecks(heartbeat: heartbeat, readiness: readiness), metrics: metrics)
     let router = Router(context: LocalRequestContext.self)
+    router.middlewares.add(MetricsMiddleware())
     router.middlewares.add(JSONErrorMiddleware())
     api.addRoutes(to: router)
+    let scrape: @Sendable () -> Response = {
+        metrics.exposition(replica: replica, peers: replicators, dataDirectory: configuration.dataDirectory)
+    }
+    router.get("/metrics") { _, _ in scrape() }
+    WriterWedge.addRoute(to: router, replica: replica, logger: logger)
+    if let listen = configuration.metricsListen {
+        services.append(try makeMetricsListener(listen, scrape: scrape, onBound: { readiness.bound("metrics") }, logger: logger))
+    }
 
     // The lock proves no other daemon owns this folder, so a leftover socket is stale.
     if fm.fileExists(atPath: configuration.socketPath) { try fm.removeItem(atPath: configuration.socketPath) }
@@ -111,10 +129,13 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
         onServerRunning: { _ in
             chmod(socketPath, 0o660)
             logger.info("listening", metadata: ["socket": "\(socketPath)", "node": "\(me.identity.id)", "org": "\(me.org)"])
+            readiness.bound("local")
         },
         logger: logger)
     services.append(app)
     services.append(events)
+    // Last: it hears of shutdown first and tells systemd STOPPING=1 before anything drains.
+    services.append(heartbeat)
     return Daemon(configuration: configuration, replica: replica, node: me, services: services, lock: LockBox(lock), logger: logger)
 }
 
@@ -166,9 +187,9 @@ func isLoopback(host: String) -> Bool {
 }
 
 /// "host:port" → parts; IPv6 hosts in brackets.
-func splitHostPort(_ text: String) throws -> (host: String, port: Int) {
+func splitHostPort(_ text: String, key: String = "peers.listen") throws -> (host: String, port: Int) {
     guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
-        throw ConfigurationError("peers.listen must be host:port, not \(text)")
+        throw ConfigurationError("\(key) must be host:port, not \(text)")
     }
     var host = String(text[..<colon])
     if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
@@ -222,19 +243,22 @@ func makePeerEndpoints(
 /// either way behind the connection, timeout and per-partner limits of `PeerListenerLimits.swift`.
 func makePeerListener(
     _ listen: String, _ configuration: DaemonConfiguration, tls: NodeTLSIdentity, replica: Replica,
-    me: NodeFiles.StoredIdentity, events: EventBroadcaster, inbound: InboundContact, logger: Logger
+    me: NodeFiles.StoredIdentity, events: EventBroadcaster, inbound: InboundContact, metrics: DaemonMetrics,
+    onBound: @escaping @Sendable () -> Void, logger: Logger
 ) throws -> any Service {
     let (host, port) = try splitHostPort(listen)
     let limits = configuration.peerLimits
     let router = Router(context: PeerRequestContext.self)
+    router.middlewares.add(MetricsMiddleware())
     router.middlewares.add(JSONErrorMiddleware())
     router.middlewares.add(PeerProtocolMiddleware(me: "partner \(me.name ?? me.org) (\(me.org))"))
     router.middlewares.add(PeerLoadMiddleware(load: PeerLoad(limits: limits)))
     router.middlewares.add(inbound)
-    PeerAPI(replica: replica, node: me, events: events, limits: limits, logger: logger).addRoutes(to: router)
+    PeerAPI(replica: replica, node: me, events: events, limits: limits, logger: logger, metrics: metrics).addRoutes(to: router)
     let address = BindAddress.hostname(host, port: port)
     let running: @Sendable (any Channel) async -> Void = { channel in
         logger.info("peer listener", metadata: ["address": "\(channel.localAddress?.description ?? listen)", "tls": "\(!configuration.peerPlainHTTP)"])
+        onBound()
     }
     if configuration.peerPlainHTTP, !isLoopback(host: host) {
         throw ConfigurationError("peers.plain-http is allowed only on a loopback address, not \(host)")
@@ -250,4 +274,20 @@ func makePeerListener(
     }
     return Application(router: router, server: server, configuration: .init(address: address, serverName: nil),
                        onServerRunning: running, logger: logger)
+}
+
+/// `metrics.listen`: plain HTTP serving only `GET /metrics`, for a Prometheus on this machine
+/// (or, when the operator names another address, on the monitoring network).
+func makeMetricsListener(
+    _ listen: String, scrape: @escaping @Sendable () -> Response, onBound: @escaping @Sendable () -> Void, logger: Logger
+) throws -> any Service {
+    let (host, port) = try splitHostPort(listen, key: "metrics.listen")
+    let router = Router()
+    router.middlewares.add(JSONErrorMiddleware())
+    router.get("/metrics") { _, _ in scrape() }
+    return Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: nil),
+                       onServerRunning: { channel in
+                           logger.info("metrics listener", metadata: ["address": "\(channel.localAddress?.description ?? listen)"])
+                           onBound()
+                       }, logger: logger)
 }

@@ -21,6 +21,8 @@ extension DaemonConfiguration {
     /// - `progsync.peers.max-connections` (256), `.max-connections-per-address` (32),
     ///   `.handshake-timeout-seconds` (10), `.idle-timeout-seconds` (120), `.max-requests-per-peer` (16),
     ///   `.max-long-polls-per-peer` (4), `.max-push-bytes` (67108864): the peer listener's limits
+    /// - `progsync.metrics.listen` / `PROGSYNC_METRICS_LISTEN`: serve `GET /metrics` over plain HTTP on
+    ///   "host:port", or on loopback for a bare port (off by default; `/metrics` is always on the socket)
     /// - `progsync.tls.certificate`, `progsync.tls.key`: the node's TLS files (default `<data>/tls-cert.pem`, `<data>/tls-key.pem`)
     /// - `progsync.reconcile.schedule` / `PROGSYNC_RECONCILE_SCHEDULE`: daily "HH:MM" in the node's time zone, or "off" (02:30)
     /// - `progsync.reconcile.keep-days` / `PROGSYNC_RECONCILE_KEEP_DAYS`: how long reconciliation reports are kept (90; 1 to 36,500)
@@ -68,6 +70,11 @@ extension DaemonConfiguration {
         // At least a few MiB: the replicator pushes batches of up to 4 MiB of commits.
         peerLimits.maxPushBytes = try config.int(forKey: "peers.max-push-bytes", default: peerLimits.maxPushBytes, in: (64 << 10)...(1 << 30))
         peerPlainHTTP = config.bool(forKey: "peers.plain-http", default: false)
+        if let listen = config.string(forKey: "metrics.listen") ?? config.int(forKey: "metrics.listen").map(String.init) {
+            // A bare port is on loopback: metrics name partners and counts, for this machine only unless said otherwise.
+            metricsListen = Int(listen) != nil ? "127.0.0.1:" + listen : listen
+            _ = try splitHostPort(metricsListen!, key: "metrics.listen")
+        }
         tlsCertificatePath = config.string(forKey: "tls.certificate", default: tlsCertificatePath)
         tlsKeyPath = config.string(forKey: "tls.key", default: tlsKeyPath)
         let schedule = config.string(forKey: "reconcile.schedule", default: "02:30")

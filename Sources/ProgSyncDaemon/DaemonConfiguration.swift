@@ -21,6 +21,9 @@ public struct DaemonConfiguration: Sendable {
     public var peerListen: String?
     /// The partners to dial (`peers.connect`, names or node ids); nil: every node with an address.
     public var peerConnect: [String]?
+    /// Where Prometheus scrapes `GET /metrics` over TCP, "host:port"; nil serves it on the local
+    /// socket only.
+    public var metricsListen: String?
     /// Plain HTTP between peers: only on loopback, only when set (tests and demos).
     public var peerPlainHTTP: Bool
     public var tlsCertificatePath: String
@@ -86,6 +89,7 @@ public struct DaemonConfiguration: Sendable {
         limits = Limits()
         peerLimits = PeerLimits()
         peerListen = nil
+        metricsListen = nil
         peerPlainHTTP = false
         tlsCertificatePath = dataDirectory + "/tls-cert.pem"
         tlsKeyPath = dataDirectory + "/tls-key.pem"

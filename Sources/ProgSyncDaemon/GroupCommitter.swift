@@ -9,6 +9,7 @@ import Synchronization
 final class GroupCommitter: Sendable {
     let replica: Replica
     let events: EventBroadcaster
+    let metrics: DaemonMetrics?
     /// A bound on one group, so one transaction stays short.
     static let maxGroup = 256
 
@@ -26,13 +27,16 @@ final class GroupCommitter: Sendable {
     /// Commits block on fsync: they run on their own queue, never on the cooperative pool.
     private let writer = DispatchQueue(label: "progsync.group-commit")
 
-    init(replica: Replica, events: EventBroadcaster) {
+    init(replica: Replica, events: EventBroadcaster, metrics: DaemonMetrics? = nil) {
         self.replica = replica
         self.events = events
+        self.metrics = metrics
     }
 
     func commit(_ write: LocalWrite) async throws -> SignedCommit {
-        try await withCheckedThrowingContinuation { continuation in
+        let start = ContinuousClock.now
+        defer { metrics?.recordLocalWrite(ContinuousClock.now - start) }
+        return try await withCheckedThrowingContinuation { continuation in
             let start = queue.withLock { q -> Bool in
                 q.waiting.append(Waiting(write: write, continuation: continuation))
                 guard !q.draining else { return false }

@@ -123,7 +123,9 @@ extension LocalAPI {
         let replica = replica, bundleLimits = CommitBundle.Limits(maxBytes: limits.maxBundleBytes)
         let result: BundleImport
         do {
+            let start = ContinuousClock.now
             result = try await Self.onBundleQueue { try replica.importBundle(file, limits: bundleLimits) }
+            metrics.recordMerge(result.report, replica: replica, duration: ContinuousClock.now - start)
         } catch let error as BundleError {
             throw APIError(.unprocessableContent, "bad-bundle", "\(error)")
         }

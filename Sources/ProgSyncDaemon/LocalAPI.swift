@@ -20,6 +20,9 @@ struct LocalAPI: Sendable {
     let reports: ReconcileReports
     let inbound: InboundContact
     let authors: CommitAuthors
+    /// Liveness and readiness; nil where no daemon runs (the OpenAPI test's route listing).
+    var health: HealthChecks? = nil
+    var metrics = DaemonMetrics()
 
     func addRoutes(to router: Router<LocalRequestContext>) {
         router.get("/v1/status") { _, _ in try self.status() }
@@ -43,6 +46,7 @@ struct LocalAPI: Sendable {
         router.post("/v1/reconcile") { request, _ in try await self.reconcile(request) }
         router.get("/v1/reconcile/reports") { _, _ in try self.reportList() }
         router.get("/v1/reconcile/reports/:id") { _, context in try self.report(try context.parameters.require("id")) }
+        addHealthRoutes(to: router)
     }
 
     // MARK: Reading
@@ -255,7 +259,7 @@ struct LocalAPI: Sendable {
 
     func release(_ hashText: String) throws -> Response {
         guard let hash = Hex.decode(hashText), hash.count == 32 else { throw APIError.badRequest("hash must be 64 hex digits") }
-        let report = try replica.releaseHeld(hash: hash)
+        let report = try metrics.merge(replica) { try replica.releaseHeld(hash: hash) }
         events.publish(replica: replica)
         return JSONResponse.make(.object([
             "applied": .int(Int64(report.applied)), "held": .int(Int64(report.held.count)), "rejected": .int(Int64(report.rejected.count)),
@@ -403,7 +407,9 @@ struct LocalAPI: Sendable {
         guard let list else { throw APIError.badRequest("body must be {\"records\": [...]} or an array of records") }
         let plan = try ImportPlan(rows: try ImportPlan.rows(list), defaultOwner: node.org, replica: replica)
         let author = try await commitAuthor(context)
+        let start = ContinuousClock.now
         let commits = try replica.commitLocalBatch(author: author, commits: plan.batches)
+        metrics.recordLocalWrite(ContinuousClock.now - start)
         if !commits.isEmpty { events.publish(replica: replica) }
         return plan.answer(commits: commits.count)
     }

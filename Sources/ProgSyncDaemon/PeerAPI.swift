@@ -26,6 +26,7 @@ struct PeerAPI: Sendable {
     let events: EventBroadcaster
     let limits: DaemonConfiguration.PeerLimits
     let logger: Logger
+    let metrics: DaemonMetrics
     /// Buckets per `POST /v1/peer/digest/entries`: each request scans the replica's fields once
     /// and answers their entries, so a partner pages through a larger set.
     static let maxEntriesBuckets = 256
@@ -147,7 +148,7 @@ struct PeerAPI: Sendable {
         } catch {
             throw APIError.badRequest("\(error)")
         }
-        let report = try replica.apply(commits)
+        let report = try metrics.merge(replica) { try replica.apply(commits) }
         events.publish(replica: replica)
         for r in report.rejected {
             logger.warning("peer push: commit refused", metadata: ["commit": "\(r.ref)", "reason": "\(r.reason)", "detail": "\(r.detail)"])

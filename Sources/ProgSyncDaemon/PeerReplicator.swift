@@ -25,6 +25,8 @@ struct PeerStatus: Sendable {
     /// What the partner said in `hello`: its peer protocol range and programme schema.
     var partnerProtocol: String?
     var partnerSchema: UInt32?
+    /// The partner's clock minus ours when it last said hello (ms), as its hybrid clock shows it.
+    var clockOffsetMilliseconds: Int64?
 
     /// A connection that went quiet (a cut cable answers nothing, not even an error) shows as
     /// `silent` once a long poll should have come back; the request timeout ends it later.
@@ -36,17 +38,22 @@ struct PeerStatus: Sendable {
     func json(now: UInt64, localLastLSN: Int64) -> JSONValue {
         var o: [String: JSONValue] = [
             "name": .string(name), "node": .string(node.rawValue), "org": .string(org), "address": .string(address),
-            "state": .string(shownState(now: now)), "lagCommits": .int(max(0, remoteLastLSN - pulled)),
+            "state": .string(shownState(now: now)), "lagCommits": .int(lagCommits),
             "pendingPush": .int(Int64(pendingPush)), "pulled": .int(pulled), "pushed": .int(pushed),
         ]
         o["lastContact"] = lastContact.map { .string(Stamp.iso8601(milliseconds: $0)) } ?? .null
         o["lastError"] = lastError.map { .string($0) } ?? .null
-        // The wall clock can step back past the last contact: that is no lag, not a negative one.
-        let lagSeconds: Double = caughtUpSince != nil ? 0 : Double(now - min(now, lastContact ?? now)) / 1000
-        o["lagSeconds"] = .double(lagSeconds)
+        o["lagSeconds"] = .double(lagSeconds(now: now))
         o["protocol"] = partnerProtocol.map { .string($0) } ?? .null
         o["schema"] = partnerSchema.map { .int(Int64($0)) } ?? .null
         return .object(o)
+    }
+
+    var lagCommits: Int64 { max(0, remoteLastLSN - pulled) }
+
+    /// The wall clock can step back past the last contact: that is no lag, not a negative one.
+    func lagSeconds(now: UInt64) -> Double {
+        caughtUpSince != nil ? 0 : Double(now - min(now, lastContact ?? now)) / 1000
     }
 }
 
@@ -58,6 +65,7 @@ final class PeerReplicator: Service, Sendable {
     let replica: Replica
     let events: EventBroadcaster
     let logger: Logger
+    let metrics: DaemonMetrics
     let pull: PeerConnection
     let push: PeerConnection
     let status: Mutex<PeerStatus>
@@ -67,8 +75,9 @@ final class PeerReplicator: Service, Sendable {
     static let longPollSeconds = 20
 
     init(peer: PartnerRegistry.Node, address: String, tls: HTTPClientConfiguration.TLS?, replica: Replica,
-         events: EventBroadcaster, logger: Logger) throws {
+         events: EventBroadcaster, metrics: DaemonMetrics, logger: Logger) throws {
         self.peer = peer
+        self.metrics = metrics
         self.replica = replica
         self.events = events
         var logger = logger
@@ -139,7 +148,7 @@ final class PeerReplicator: Service, Sendable {
                 }
                 since = next
                 let peerID = peer.id
-                let report = try replica.apply(commits) { db in try Replica.setPulled(db, peer: peerID, to: next) }
+                let report = try metrics.merge(replica) { try replica.apply(commits) { db in try Replica.setPulled(db, peer: peerID, to: next) } }
                 if !commits.isEmpty { events.publish(replica: replica) }
                 for r in report.rejected {
                     logger.warning("commit from peer refused", metadata: ["commit": "\(r.ref)", "reason": "\(r.reason)", "detail": "\(r.detail)"])
@@ -226,7 +235,11 @@ final class PeerReplicator: Service, Sendable {
             throw PeerError("the peer at \(connection.baseURL) is node \(hello["node"]?.stringValue ?? "?"), not \(peer.id)")
         }
         let theirs = PeerProtocol(hello: hello) ?? PeerProtocol(version: 1, minimum: 1)
+        let offset = hello["clock"]?.stringValue.flatMap(Stamp.init(hex:)).map {
+            Int64($0.milliseconds) - Int64(Replica.wallClockMilliseconds())
+        }
         status.withLock { s in
+            s.clockOffsetMilliseconds = offset ?? s.clockOffsetMilliseconds
             s.partnerProtocol = theirs.description
             s.partnerSchema = hello["schema"]?.intValue.flatMap { UInt32(exactly: $0) } ?? 1
         }

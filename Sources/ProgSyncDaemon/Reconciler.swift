@@ -82,10 +82,13 @@ actor Reconciler {
     let reports: ReconcileReports
     let events: EventBroadcaster
     let logger: Logger
+    let metrics: DaemonMetrics
     private var running: Task<JSONValue, Never>?
 
-    init(replica: Replica, peers: [PeerEndpoint], reports: ReconcileReports, events: EventBroadcaster, logger: Logger) {
+    init(replica: Replica, peers: [PeerEndpoint], reports: ReconcileReports, events: EventBroadcaster, logger: Logger,
+         metrics: DaemonMetrics = DaemonMetrics()) {
         self.replica = replica
+        self.metrics = metrics
         self.peers = peers
         self.reports = reports
         self.events = events
@@ -134,7 +137,7 @@ actor Reconciler {
                     for (origin, ranges) in integrity.missingCommits {
                         for range in ranges {
                             guard let commits = try? await connection.commits(origin: origin, seqs: range) else { continue }
-                            let r = try replica.apply(commits)
+                            let r = try metrics.merge(replica) { try replica.apply(commits) }
                             restored += r.restored
                             restoredRecords.formUnion(r.restoredRecords)
                         }
@@ -206,6 +209,7 @@ actor Reconciler {
             "reasons": .array(reasons.map { .string($0) }),
         ])
         let saved = (try? reports.save(report)) ?? report
+        metrics.recordReconciliation(saved, live: true)
         if reasons.isEmpty {
             logger.info("reconciliation: in agreement", metadata: ["peers": "\(outcomes.count)", "report": "\(saved["id"]?.stringValue ?? "?")"])
         } else {
@@ -237,7 +241,7 @@ actor Reconciler {
                     continue
                 }
                 let commits = try await connection.commits(origin: origin, seqs: ((ours[origin] ?? 0) + 1)...seq)
-                let r = try replica.apply(commits)
+                let r = try metrics.merge(replica) { try replica.apply(commits) }
                 fetched += r.applied
                 held += r.held.count
                 rejected += r.rejected.count
@@ -359,7 +363,7 @@ actor Reconciler {
                 try replica.rawCommits(origin: origin, seqs: e.seq...e.seq).isEmpty
             else { continue }
             let commits = try await connection.commits(origin: origin, seqs: e.seq...e.seq)
-            n.commitsRestored += try replica.apply(commits).restored
+            n.commitsRestored += try metrics.merge(replica) { try replica.apply(commits) }.restored
         }
         let rebuilt = try replica.rebuild(buckets: [], records: records)
         n.repaired = rebuilt.fieldsRepaired + rebuilt.conflictsRepaired
@@ -491,7 +495,7 @@ struct NightlyJobs: Service {
         while (try? await gracefulSleep(.seconds(10))) != nil {
             guard let held = try? replica.attentionCounts().held, held > 0 else { continue }
             do {
-                let report = try replica.retryHeld()
+                let report = try reconciler.metrics.merge(replica) { try replica.retryHeld() }
                 if report.applied > 0 {
                     logger.info("quarantined commits applied", metadata: ["applied": "\(report.applied)"])
                     events.publish(replica: replica)

@@ -4,6 +4,7 @@ import Configuration
 import SystemPackage
 import Foundation
 import Logging
+import Metrics
 import ProgSyncCore
 import ProgSyncDaemon
 
@@ -64,7 +65,10 @@ struct Run: AsyncParsableCommand {
         LoggingSystem.bootstrap { StructuredLogHandler(label: $0, level: level, format: format) }
         let logger = Logger(label: "progsyncd")
         do {
-            let daemon = try buildDaemon(configuration: configuration, logger: logger)
+            // One registry for the daemon's metrics and Hummingbird's request metrics.
+            let metrics = DaemonMetrics()
+            MetricsSystem.bootstrap(metrics.factory)
+            let daemon = try buildDaemon(configuration: configuration, logger: logger, metrics: metrics)
             try await daemon.run()
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data("progsyncd: \(error.description)\n".utf8))
