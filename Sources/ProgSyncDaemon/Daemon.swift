@@ -17,6 +17,7 @@ public struct Daemon: Sendable {
     public let configuration: DaemonConfiguration
     public let replica: Replica
     public let node: NodeFiles.StoredIdentity
+    let audit: AuditLog
     let services: [any Service]
     let lock: LockBox
     let logger: Logger
@@ -29,6 +30,7 @@ public struct Daemon: Sendable {
             logger: logger))
         try await group.run()
         try replica.close()
+        audit.close()
         try? FileManager.default.removeItem(atPath: configuration.socketPath)
         logger.info("stopped")
         _ = lock
@@ -65,6 +67,8 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
     if registry!.node(me.identity.id) == nil {
         logger.warning("this node is not in the partner registry; partners will hold its commits", metadata: ["node": "\(me.identity.id)"])
     }
+    let audit = try AuditLog(path: configuration.auditPath, logger: logger)
+    audit.noteRegistry(registry!, file: configuration.registryPath)
     try NodeFiles.makeReplicaPrivate(configuration.replicaPath)
     let replica = try Replica(configuration: ReplicaConfiguration(
         path: configuration.replicaPath, identity: me.identity, org: me.org, registry: registry!,
@@ -79,23 +83,24 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
     var services: [any Service] = []
     let endpoints = try makePeerEndpoints(configuration, registry: registry!, me: me, logger: logger)
     let replicators = try endpoints.map { p in
-        try PeerReplicator(peer: p.node, address: p.address, tls: p.tls, replica: replica, events: events, logger: logger)
+        try PeerReplicator(peer: p.node, address: p.address, tls: p.tls, replica: replica, events: events, audit: audit, logger: logger)
     }
     services += replicators as [any Service]
     let inbound = InboundContact()
     if let listen = configuration.peerListen {
         services.append(try makePeerListener(listen, configuration, tls: tls, replica: replica, me: me, events: events,
-                                             inbound: inbound, logger: logger))
+                                             inbound: inbound, audit: audit, logger: logger))
     }
     let reports = ReconcileReports(directory: configuration.reportsPath, keepDays: configuration.reconcileKeepDays)
-    let reconciler = Reconciler(replica: replica, peers: endpoints, reports: reports, events: events, logger: logger)
+    let reconciler = Reconciler(replica: replica, peers: endpoints, reports: reports, events: events, audit: audit, logger: logger)
     services.append(NightlyJobs(reconciler: reconciler, schedule: configuration.reconcileSchedule, reports: reports,
-                                replica: replica, events: events, logger: logger))
+                                replica: replica, events: events, audit: audit, logger: logger))
     let api = LocalAPI(replica: replica, node: me, limits: configuration.limits, events: events,
                        committer: GroupCommitter(replica: replica, events: events), peers: replicators,
                        reconciler: reconciler, reports: reports, inbound: inbound,
-                       authors: CommitAuthors(sharing: configuration.authorShare, replica: replica))
+                       authors: CommitAuthors(sharing: configuration.authorShare, replica: replica), audit: audit)
     let router = Router(context: LocalRequestContext.self)
+    router.middlewares.add(LocalWriteAudit(audit: audit))
     router.middlewares.add(JSONErrorMiddleware())
     api.addRoutes(to: router)
 
@@ -115,7 +120,7 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
         logger: logger)
     services.append(app)
     services.append(events)
-    return Daemon(configuration: configuration, replica: replica, node: me, services: services, lock: LockBox(lock), logger: logger)
+    return Daemon(configuration: configuration, replica: replica, node: me, audit: audit, services: services, lock: LockBox(lock), logger: logger)
 }
 
 /// The node's TLS identity: made on first start next to the node identity.
@@ -207,7 +212,7 @@ func makePeerEndpoints(
 /// either way behind the connection, timeout and per-partner limits of `PeerListenerLimits.swift`.
 func makePeerListener(
     _ listen: String, _ configuration: DaemonConfiguration, tls: NodeTLSIdentity, replica: Replica,
-    me: NodeFiles.StoredIdentity, events: EventBroadcaster, inbound: InboundContact, logger: Logger
+    me: NodeFiles.StoredIdentity, events: EventBroadcaster, inbound: InboundContact, audit: AuditLog, logger: Logger
 ) throws -> any Service {
     let (host, port) = try splitHostPort(listen)
     let limits = configuration.peerLimits
@@ -215,7 +220,7 @@ func makePeerListener(
     router.middlewares.add(JSONErrorMiddleware())
     router.middlewares.add(PeerLoadMiddleware(load: PeerLoad(limits: limits)))
     router.middlewares.add(inbound)
-    PeerAPI(replica: replica, node: me, events: events, limits: limits, logger: logger).addRoutes(to: router)
+    PeerAPI(replica: replica, node: me, events: events, limits: limits, audit: audit, logger: logger).addRoutes(to: router)
     let address = BindAddress.hostname(host, port: port)
     let running: @Sendable (any Channel) async -> Void = { channel in
         logger.info("peer listener", metadata: ["address": "\(channel.localAddress?.description ?? listen)", "tls": "\(!configuration.peerPlainHTTP)"])
@@ -230,7 +235,7 @@ func makePeerListener(
     let server = HTTPServerBuilder { responder in
         PeerChildChannel(
             http: HTTP1Channel(responder: responder, configuration: .init(idleTimeout: .seconds(Int64(limits.idleTimeoutSeconds)))),
-            tls: serverTLS, admission: admission, handshakeTimeout: .seconds(Int64(limits.handshakeTimeoutSeconds)))
+            tls: serverTLS, admission: admission, handshakeTimeout: .seconds(Int64(limits.handshakeTimeoutSeconds)), audit: audit)
     }
     return Application(router: router, server: server, configuration: .init(address: address, serverName: nil),
                        onServerRunning: running, logger: logger)

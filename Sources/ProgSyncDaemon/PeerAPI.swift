@@ -26,6 +26,7 @@ struct PeerAPI: Sendable {
     let node: NodeFiles.StoredIdentity
     let events: EventBroadcaster
     let limits: DaemonConfiguration.PeerLimits
+    let audit: AuditLog
     let logger: Logger
     /// Buckets per `POST /v1/peer/digest/entries`: each request scans the replica's fields once
     /// and answers their entries, so a partner pages through a larger set.
@@ -34,7 +35,7 @@ struct PeerAPI: Sendable {
     func addRoutes(to router: Router<PeerRequestContext>) {
         router.get("/v1/peer/hello") { _, _ in self.hello() }
         router.get("/v1/peer/commits") { request, _ in try await self.pull(request) }
-        router.post("/v1/peer/commits") { request, _ in try await self.push(request) }
+        router.post("/v1/peer/commits") { request, context in try await self.push(request, context) }
         router.get("/v1/peer/commits/range") { request, _ in try self.range(request) }
         router.get("/v1/peer/digest") { _, _ in self.digest() }
         router.get("/v1/peer/digest/buckets") { request, _ in try self.buckets(request) }
@@ -137,7 +138,7 @@ struct PeerAPI: Sendable {
         ]))
     }
 
-    func push(_ request: Request) async throws -> Response {
+    func push(_ request: Request, _ context: PeerRequestContext) async throws -> Response {
         let body = try await Self.collect(request, limit: limits.maxPushBytes)
         let commits: [SignedCommit]
         do {
@@ -149,10 +150,18 @@ struct PeerAPI: Sendable {
         }
         let report = try replica.apply(commits)
         events.publish(replica: replica)
+        if !report.rejected.isEmpty || !report.held.isEmpty {
+            audit.judged(report, origin: "push:\(pusher(await PeerLoadMiddleware.peer(of: context.channel)))")
+        }
         for r in report.rejected {
             logger.warning("peer push: commit refused", metadata: ["commit": "\(r.ref)", "reason": "\(r.reason)", "detail": "\(r.detail)"])
         }
         return JSONResponse.make(PeerAPI.reportJSON(report, vector: replica.versionVector))
+    }
+
+    /// The registry node whose certificate pin this is; else the pin or address itself.
+    func pusher(_ peer: String) -> String {
+        replica.registry.nodes.values.first { $0.certificatePin == peer }?.id.rawValue ?? peer
     }
 
     static func collect(_ request: Request, limit: Int) async throws -> ByteBuffer {

@@ -52,6 +52,7 @@ final class PeerReplicator: Service, Sendable {
     let peer: PartnerRegistry.Node
     let replica: Replica
     let events: EventBroadcaster
+    let audit: AuditLog
     let logger: Logger
     let pull: PeerConnection
     let push: PeerConnection
@@ -62,10 +63,11 @@ final class PeerReplicator: Service, Sendable {
     static let longPollSeconds = 20
 
     init(peer: PartnerRegistry.Node, address: String, tls: HTTPClientConfiguration.TLS?, replica: Replica,
-         events: EventBroadcaster, logger: Logger) throws {
+         events: EventBroadcaster, audit: AuditLog, logger: Logger) throws {
         self.peer = peer
         self.replica = replica
         self.events = events
+        self.audit = audit
         var logger = logger
         logger[metadataKey: "peer"] = "\(peer.name ?? peer.id.rawValue)"
         self.logger = logger
@@ -131,6 +133,7 @@ final class PeerReplicator: Service, Sendable {
                 let peerID = peer.id
                 let report = try replica.apply(commits) { db in try Replica.setPulled(db, peer: peerID, to: next) }
                 if !commits.isEmpty { events.publish(replica: replica) }
+                audit.judged(report, origin: "pull:\(peerID.rawValue)")
                 for r in report.rejected {
                     logger.warning("commit from peer refused", metadata: ["commit": "\(r.ref)", "reason": "\(r.reason)", "detail": "\(r.detail)"])
                 }

@@ -1,0 +1,98 @@
+import Foundation
+import HTTPTypes
+import ProgSyncCore
+import ProgSyncStore
+
+// What each kind of event records. `origin` is the channel it came through (`local` for the
+// Unix socket, `pull:<node>`, `push:<node>`, `bundle:<node>`, `reconcile:<node>`, `quarantine`,
+// `tls:<address>`, `registry`); `actor` is who is answerable: the Unix user, the node that
+// signed the commit, the certificate presented, or `progsyncd` for the daemon's own jobs.
+extension AuditLog {
+    /// A local API write that was refused (any 4xx/5xx answer to a write route).
+    func refusedLocalWrite(request: String, object: String, user: String, error: APIError) {
+        record(Event(action: "local-write", object: object, result: "refused", origin: "local", actor: user,
+                     reason: error.code, detail: "\(request) \(error.status.code): \(error.message)"))
+    }
+
+    /// The refused and newly held commits of one `apply` (or retry, release, bundle import).
+    func judged(_ report: ApplyReport, origin: String) {
+        for r in report.rejected {
+            record(Event(action: "remote-commit", object: "\(r.ref)", result: "refused", origin: origin, actor: r.ref.origin.rawValue,
+                         reason: r.reason.rawValue, detail: r.detail, fromNetwork: true))
+        }
+        for h in report.held {
+            record(Event(action: "remote-commit", object: "\(h.ref)", result: "held", origin: origin, actor: h.ref.origin.rawValue,
+                         reason: h.reason.rawValue, detail: h.detail, fromNetwork: true))
+        }
+    }
+
+    /// A TLS connection to the peer listener refused: `pin` is the certificate presented, if any.
+    func refusedTLS(address: String, pin: String?, reason: String, detail: String) {
+        record(Event(action: "tls-connection", object: address, result: "refused", origin: "tls:\(address)", actor: pin ?? "no certificate",
+                     reason: reason, detail: detail, fromNetwork: true))
+    }
+
+    /// An operator's action through the local API: a release, a resolution, a bundle import.
+    func operatorAction(_ action: String, object: String, result: String, user: String, detail: String) {
+        record(Event(action: action, object: object, result: result, origin: "local", actor: user, detail: detail))
+    }
+
+    /// Fields the daemon repaired from its commit log (or commits restored from a partner).
+    func repaired(object: String, origin: String, detail: String) {
+        record(Event(action: "reconcile-repair", object: object, result: "repaired", origin: origin, actor: "progsyncd", detail: detail))
+    }
+
+    /// Records who joined, left or changed between two registries. The one entry point for
+    /// membership changes, whatever makes them (the registry file today, signed membership
+    /// commits later).
+    func membershipChanged(from old: PartnerRegistry, to new: PartnerRegistry, origin: String, actor: String) {
+        for id in Set(old.nodes.keys).union(new.nodes.keys).sorted() {
+            let before = old.node(id), after = new.node(id)
+            let result: String
+            var detail: [String] = []
+            switch (before, after) {
+            case (nil, let n?):
+                result = "added"
+                detail = ["org \(n.org)", "name \(n.name ?? "-")"]
+            case (let n?, nil):
+                result = "removed"
+                detail = ["org \(n.org)", "name \(n.name ?? "-")"]
+            case (let a?, let b?):
+                if a.org != b.org { detail.append("org \(a.org) → \(b.org)") }
+                if a.name != b.name { detail.append("name \(a.name ?? "-") → \(b.name ?? "-")") }
+                if a.certificatePin != b.certificatePin { detail.append("certificate pin \(a.certificatePin ?? "-") → \(b.certificatePin ?? "-")") }
+                if a.address != b.address { detail.append("address \(a.address ?? "-") → \(b.address ?? "-")") }
+                guard !detail.isEmpty else { continue }
+                result = "changed"
+            case (nil, nil):
+                continue
+            }
+            record(Event(action: "membership", object: id.rawValue, result: result, origin: origin, actor: actor,
+                         detail: detail.joined(separator: ", ")))
+        }
+        if old.coordinators != new.coordinators {
+            record(Event(action: "membership", object: "coordinators", result: "changed", origin: origin, actor: actor,
+                         detail: "\(old.coordinators.sorted().joined(separator: ",")) → \(new.coordinators.sorted().joined(separator: ","))"))
+        }
+    }
+
+    /// At start: compares the registry with the one the audit log saw last (kept next to the
+    /// log) and records the difference; the first start records every member as added.
+    func noteRegistry(_ registry: PartnerRegistry, file: String) {
+        let seenPath = path + ".registry"
+        let seen = FileManager.default.contents(atPath: seenPath)
+            .flatMap { try? JSONParser.parse([UInt8]($0)) }.flatMap { try? PartnerRegistry(json: $0) } ?? PartnerRegistry()
+        membershipChanged(from: seen, to: registry, origin: "registry", actor: Self.owner(of: file))
+        let temp = seenPath + ".tmp"
+        if FileManager.default.createFile(atPath: temp, contents: Data(registry.json.canonicalBytes), attributes: [.posixPermissions: 0o600]) {
+            rename(temp, seenPath)
+        }
+    }
+
+    /// The user owning a file: who last put it in place, as far as the file system tells.
+    static func owner(of file: String) -> String {
+        var info = stat()
+        guard stat(file, &info) == 0 else { return "unknown" }
+        return LocalRequestContext.userName(uid: info.st_uid)
+    }
+}

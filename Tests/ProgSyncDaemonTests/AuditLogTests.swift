@@ -1,0 +1,131 @@
+import Foundation
+import ProgSyncCore
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The audit log end to end: the real daemon records refusals and operator actions, the real
+/// `progsync audit show` lists them, and `progsync audit verify` finds an edited, a removed and
+/// a cut-off line, also across a restart.
+@Suite(.serialized)
+struct AuditLogTests {
+    /// A bundle from a node no registry lists: its one commit is held (unknown key).
+    static func foreignBundle(secret: String) throws -> [UInt8] {
+        let stranger = NodeIdentity()
+        let commit = Commit(origin: stranger.id, seq: 1, stamp: Stamp(milliseconds: nowMilliseconds(), counter: 0), author: "mallory",
+                            prev: [], ownerRefs: [:], changes: [Change(record: "x.1", field: "explanation", value: .string(secret))])
+        let signed = try SignedCommit.sign(commit, with: stranger)
+        let bundle = CommitBundle(header: ["node": .string(stranger.id.rawValue), "commits": 1,
+                                           "versionVector": .object([stranger.id.rawValue: 1])],
+                                  commits: [(signed.canonicalBytes, signed.signature)])
+        return try bundle.encoded(signedBy: stranger)
+    }
+
+    static func nowMilliseconds() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
+
+    func events(_ daemon: DaemonHarness) async throws -> [JSONValue] {
+        let shown = try await daemon.runCLI(["audit", "show", "--json"])
+        #expect(shown.exitCode == 0, "\(shown)")
+        return try JSONParser.parse(shown.stdout)["events"]?.arrayValue ?? []
+    }
+
+    func verify(_ daemon: DaemonHarness) async throws -> ProcessResult {
+        try await daemon.runCLI(["audit", "verify"])
+    }
+
+    @Test func recordsRefusalsAndOperatorActionsAndVerifyFindsTampering() async throws {
+        let daemon = try await DaemonHarness.started()
+        defer { daemon.cleanup() }
+        let secret = "geheime-toelichting-4711"
+
+        // Refused local writes: a value the schema refuses, a record that does not exist.
+        let invalid = try await daemon.request("PUT", "/v1/records/al1.r01.a01", body: ["status": "bogus-status-99"])
+        #expect(invalid.status == 422, "\(invalid)")
+        let missing = try await daemon.request("PATCH", "/v1/records/al9.r09.a99", body: ["explanation": .string(secret)])
+        #expect(missing.status == 404, "\(missing)")
+        // A bundle import whose commit is held, and the operator releasing it.
+        let imported = try await daemon.request("POST", "/v1/bundle", rawBody: try Self.foreignBundle(secret: secret),
+                                                contentType: "application/octet-stream")
+        #expect(imported.status == 200, "\(imported)")
+        let hash = try #require(try await daemon.get("/v1/quarantine")["held"]?.arrayValue?.first?["hash"]?.stringValue)
+        let released = try await daemon.request("POST", "/v1/quarantine/\(hash)/release")
+        #expect(released.status == 200, "\(released)")
+        // Reads and successful writes are not audited (the commit log has those).
+        #expect(try await daemon.request("PATCH", "/v1/records/al1.r01.a01", body: ["explanation": "ok"]).status == 200)
+
+        let list = try await events(daemon)
+        func find(_ action: String, _ result: String) -> [JSONValue] {
+            list.filter { $0["action"]?.stringValue == action && $0["result"]?.stringValue == result }
+        }
+        let me = LocalUser.name
+        let refusals = find("local-write", "refused")
+        #expect(refusals.count == 2, "\(list)")
+        #expect(refusals.map { $0["object"]?.stringValue } == ["al1.r01.a01", "al9.r09.a99"])
+        #expect(refusals.map { $0["reason"]?.stringValue } == ["invalid", "not-found"])
+        #expect(refusals.allSatisfy { $0["actor"]?.stringValue == me && $0["origin"]?.stringValue == "local" })
+        #expect(find("bundle-import", "imported").count == 1)
+        let held = find("remote-commit", "held")
+        #expect(held.count == 1 && held[0]["reason"]?.stringValue == "unknown-key", "\(list)")
+        #expect(held.first?["origin"]?.stringValue?.hasPrefix("bundle:") == true)
+        #expect(find("quarantine-release", "released").first?["object"]?.stringValue == hash)
+        #expect(find("membership", "added").count == 1, "the first start records the registry's one node")
+        // BIO 8.15's fields on every line, and no record contents.
+        for e in list {
+            for field in ["action", "object", "result", "origin", "actor", "time"] { #expect(e[field]?.stringValue != nil, "\(field) in \(e)") }
+        }
+        let file = daemon.dataDir + "/audit.jsonl"
+        let text = try String(contentsOfFile: file, encoding: .utf8)
+        #expect(!text.contains(secret) && !text.contains("bogus-status-99"))
+        let since = try await daemon.runCLI(["audit", "show", "--since", "2999-01-01"])
+        #expect(since.exitCode == 0 && since.stdout.contains("no audit events"), "\(since)")
+        let table = try await daemon.runCLI(["audit", "show"])
+        #expect(table.stdout.contains("local-write") && table.stdout.contains("not-found"), "\(table)")
+
+        let intact = try await verify(daemon)
+        #expect(intact.exitCode == 0 && intact.stdout.contains("intact"), "\(intact)")
+
+        // 1. An edited line (same length, in place, the daemon running): found at its number.
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let target = try #require(lines.firstIndex { $0.contains("\"reason\":\"not-found\"") })
+        try overwrite(file, lines: lines.enumerated().map { $0.offset == target ? $0.element.replacingOccurrences(of: "refused", with: "allowed") : $0.element })
+        let edited = try await verify(daemon)
+        #expect(edited.exitCode == 1 && edited.stdout.contains("line \(target + 1):"), "\(edited)")
+        try overwrite(file, lines: lines)
+        #expect(try await verify(daemon).exitCode == 0)
+
+        // 2. A removed line, the daemon stopped meanwhile: found after the restart.
+        try await daemon.stop()
+        try overwrite(file, lines: lines.enumerated().filter { $0.offset != target }.map(\.element))
+        try await daemon.start()
+        let removed = try await verify(daemon)
+        #expect(removed.exitCode == 1 && removed.stdout.contains("line \(target + 1):") && removed.stdout.contains("removed"), "\(removed)")
+
+        // 3. The last line cut off: the head is ahead, and the restarted daemon records the break
+        // in the log itself, so appending cannot hide it.
+        try await daemon.stop()
+        try overwrite(file, lines: Array(lines.dropLast(2)) + [""])
+        try await daemon.start()
+        let cut = try await verify(daemon)
+        #expect(cut.exitCode == 1, "\(cut)")
+        #expect(cut.stdout.contains("cut or changed here") && cut.stdout.contains("were removed"), "\(cut)")
+        #expect(try await events(daemon).contains { $0["action"]?.stringValue == AuditChain.chainBreakAction })
+    }
+
+    /// Rewrites the file in place (same inode: a running daemon keeps appending to it).
+    func overwrite(_ path: String, lines: [String]) throws {
+        let handle = try #require(FileHandle(forUpdatingAtPath: path))
+        defer { try? handle.close() }
+        let bytes = Data(lines.joined(separator: "\n").utf8)
+        try handle.truncate(atOffset: 0)
+        try handle.write(contentsOf: bytes)
+    }
+}
+
+enum LocalUser {
+    static var name: String {
+        guard let pw = getpwuid(getuid()), let n = pw.pointee.pw_name else { return "uid:\(getuid())" }
+        return String(cString: n)
+    }
+}
