@@ -72,9 +72,11 @@ extension AuditLog {
         }
         if old.coordinators != new.coordinators {
             record(Event(action: "membership", object: "coordinators", result: "changed", origin: origin, actor: actor,
-                         detail: "\(old.coordinators.sorted().joined(separator: ",")) → \(new.coordinators.sorted().joined(separator: ","))"))
+                         detail: "\(Self.list(old.coordinators)) → \(Self.list(new.coordinators))"))
         }
     }
+
+    private static func list(_ orgs: Set<String>) -> String { orgs.isEmpty ? "-" : orgs.sorted().joined(separator: ",") }
 
     /// At start: compares the registry with the one the audit log saw last (kept next to the
     /// log) and records the difference; the first start records every member as added.

@@ -52,6 +52,18 @@ struct AuditLogTests {
         let hash = try #require(try await daemon.get("/v1/quarantine")["held"]?.arrayValue?.first?["hash"]?.stringValue)
         let released = try await daemon.request("POST", "/v1/quarantine/\(hash)/release")
         #expect(released.status == 200, "\(released)")
+        // A conflict (a sheet edited from an older basis) that the operator resolves.
+        let listed = try await daemon.get("/v1/records?result=al1.r01&basis=true&limit=1000")
+        let stale = try #require(listed["records"]?.arrayValue?.first { $0["id"] == "al1.r01.a02" })
+        #expect(try await daemon.request("PATCH", "/v1/records/al1.r01.a02", body: ["explanation": "nieuwer"]).status == 200)
+        var row = try #require(stale["fields"]?.objectValue)
+        row["id"] = "al1.r01.a02"
+        row["basis"] = stale["basis"]
+        row["explanation"] = "uit het blad"
+        let sheet = try await daemon.request("POST", "/v1/import", body: ["records": [.object(row)]])
+        #expect(sheet.status == 200, "\(sheet)")
+        let resolved = try await daemon.request("POST", "/v1/conflicts/al1.r01.a02~explanation/resolve", body: ["pick": 0])
+        #expect(resolved.status == 200, "\(resolved)")
         // Reads and successful writes are not audited (the commit log has those).
         #expect(try await daemon.request("PATCH", "/v1/records/al1.r01.a01", body: ["explanation": "ok"]).status == 200)
 
@@ -71,6 +83,9 @@ struct AuditLogTests {
         #expect(held.first?["origin"]?.stringValue?.hasPrefix("bundle:") == true)
         #expect(find("quarantine-release", "released").first?["object"]?.stringValue == hash)
         #expect(find("membership", "added").count == 1, "the first start records the registry's one node")
+        #expect(find("membership", "changed").first?["detail"] == "- → jenv", "the first start records the coordinators")
+        let resolution = find("conflict-resolve", "resolved")
+        #expect(resolution.count == 1 && resolution[0]["object"] == "al1.r01.a02~explanation" && resolution[0]["actor"]?.stringValue == me, "\(list)")
         // BIO 8.15's fields on every line, and no record contents.
         for e in list {
             for field in ["action", "object", "result", "origin", "actor", "time"] { #expect(e[field]?.stringValue != nil, "\(field) in \(e)") }
@@ -111,6 +126,18 @@ struct AuditLogTests {
         #expect(cut.exitCode == 1, "\(cut)")
         #expect(cut.stdout.contains("cut or changed here") && cut.stdout.contains("were removed"), "\(cut)")
         #expect(try await events(daemon).contains { $0["action"]?.stringValue == AuditChain.chainBreakAction })
+
+        // 4. A membership change: the registry file edited while the daemon was down.
+        try await daemon.stop()
+        let registryPath = daemon.dataDir + "/registry.json"
+        let registry = try String(contentsOfFile: registryPath, encoding: .utf8)
+        try registry.replacingOccurrences(of: "\"name\":\"progsyncd\"", with: "\"name\":\"hoofdkantoor\"")
+            .replacingOccurrences(of: "\"name\": \"progsyncd\"", with: "\"name\": \"hoofdkantoor\"")
+            .write(toFile: registryPath, atomically: true, encoding: .utf8)
+        try await daemon.start()
+        let changed = try await events(daemon).filter { $0["action"] == "membership" && $0["result"] == "changed" && $0["object"] != "coordinators" }
+        #expect(changed.count == 1 && changed[0]["detail"]?.stringValue?.contains("name progsyncd → hoofdkantoor") == true, "\(changed)\n\(registry)")
+        #expect(changed.first?["origin"] == "registry" && changed.first?["actor"]?.stringValue == me, "\(changed)")
     }
 
     /// Rewrites the file in place (same inode: a running daemon keeps appending to it).
