@@ -32,6 +32,12 @@ extension AuditLog {
                      reason: reason, detail: detail, fromNetwork: true))
     }
 
+    /// A connection to the peer listener closed before TLS (the listener is full).
+    func refusedConnection(address: String, reason: String, detail: String) {
+        record(Event(action: "peer-connection", object: address, result: "refused", origin: "tls:\(address)", actor: "unknown",
+                     reason: reason, detail: detail, fromNetwork: true))
+    }
+
     /// An operator's action through the local API: a release, a resolution, a bundle import.
     func operatorAction(_ action: String, object: String, result: String, user: String, detail: String) {
         record(Event(action: action, object: object, result: result, origin: "local", actor: user, detail: detail))

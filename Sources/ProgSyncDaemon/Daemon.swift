@@ -231,7 +231,8 @@ func makePeerListener(
     let serverTLS = try configuration.peerPlainHTTP ? nil : peerServerTLSConfiguration(identity: tls, allowedPins: {
         Set(replica.registry.nodes.values.compactMap(\.certificatePin))
     }, logger: logger).withContext()
-    let admission = ConnectionAdmission(maxConnections: limits.maxConnections, maxPerAddress: limits.maxConnectionsPerAddress, logger: logger)
+    let admission = ConnectionAdmission(maxConnections: limits.maxConnections, maxPerAddress: limits.maxConnectionsPerAddress,
+                                        audit: audit, logger: logger)
     let server = HTTPServerBuilder { responder in
         PeerChildChannel(
             http: HTTP1Channel(responder: responder, configuration: .init(idleTimeout: .seconds(Int64(limits.idleTimeoutSeconds)))),

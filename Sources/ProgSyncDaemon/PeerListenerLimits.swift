@@ -63,12 +63,14 @@ final class ConnectionAdmission: Sendable {
     }
     let maxConnections: Int
     let maxPerAddress: Int
+    let audit: AuditLog
     let logger: Logger
     let state = Mutex(State())
 
-    init(maxConnections: Int, maxPerAddress: Int, logger: Logger) {
+    init(maxConnections: Int, maxPerAddress: Int, audit: AuditLog, logger: Logger) {
         self.maxConnections = maxConnections
         self.maxPerAddress = maxPerAddress
+        self.audit = audit
         self.logger = logger
     }
 
@@ -88,6 +90,8 @@ final class ConnectionAdmission: Sendable {
             logger.warning("peer listener full: refusing connections", metadata: [
                 "address": "\(address)", "maxConnections": "\(maxConnections)", "maxConnectionsPerAddress": "\(maxPerAddress)",
             ])
+            audit.refusedConnection(address: address, reason: "listener-full",
+                                    detail: "at most \(maxConnections) connections, \(maxPerAddress) per address; refusing until one closes")
         }
         return admitted
     }
