@@ -14,17 +14,30 @@ extension AuditLog {
                      reason: error.code, detail: "\(request) \(error.status.code): \(error.message)"))
     }
 
-    /// The refused and newly held commits of one `apply` (or retry, release, bundle import).
+    /// The refused and newly held commits of one `apply` (or retry, release, bundle import):
+    /// one event per commit, or, past `commitsListed` of one origin, result and reason, one
+    /// event for the lot (`origin/first…origin/last`), so a large batch cannot flood the log.
     func judged(_ report: ApplyReport, origin: String) {
-        for r in report.rejected {
-            record(Event(action: "remote-commit", object: "\(r.ref)", result: "refused", origin: origin, actor: r.ref.origin.rawValue,
-                         reason: r.reason.rawValue, detail: r.detail, fromNetwork: true))
-        }
-        for h in report.held {
-            record(Event(action: "remote-commit", object: "\(h.ref)", result: "held", origin: origin, actor: h.ref.origin.rawValue,
-                         reason: h.reason.rawValue, detail: h.detail, fromNetwork: true))
+        let verdicts = report.rejected.map { ("refused", $0.ref, $0.reason, $0.detail) } + report.held.map { ("held", $0.ref, $0.reason, $0.detail) }
+        let groups = Dictionary(grouping: verdicts) { "\($0.0) \($0.1.origin.rawValue) \($0.2.rawValue)" }
+        for key in groups.keys.sorted() {
+            let group = groups[key]!
+            let (result, first, reason, detail) = group[0]
+            if group.count <= Self.commitsListed {
+                for (result, ref, reason, detail) in group {
+                    record(Event(action: "remote-commit", object: "\(ref)", result: result, origin: origin, actor: ref.origin.rawValue,
+                                 reason: reason.rawValue, detail: detail, fromNetwork: true))
+                }
+                continue
+            }
+            let seqs = group.map(\.1.seq)
+            record(Event(action: "remote-commit", object: "\(first.origin)/\(seqs.min()!)…\(first.origin)/\(seqs.max()!)", result: result,
+                         origin: origin, actor: first.origin.rawValue, reason: reason.rawValue,
+                         detail: "\(group.count) commits; the first: \(detail)", fromNetwork: true))
         }
     }
+
+    static let commitsListed = 20
 
     /// A TLS connection to the peer listener refused: `pin` is the certificate presented, if any.
     func refusedTLS(address: String, pin: String?, reason: String, detail: String) {

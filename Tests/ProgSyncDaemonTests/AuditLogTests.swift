@@ -11,15 +11,21 @@ import Glibc
 /// a cut-off line, also across a restart.
 @Suite(.serialized)
 struct AuditLogTests {
-    /// A bundle from a node no registry lists: its one commit is held (unknown key).
+    /// A bundle from a node no registry lists: its 30 commits are held (unknown key).
     static func foreignBundle(secret: String) throws -> [UInt8] {
         let stranger = NodeIdentity()
-        let commit = Commit(origin: stranger.id, seq: 1, stamp: Stamp(milliseconds: nowMilliseconds(), counter: 0), author: "mallory",
-                            prev: [], ownerRefs: [:], changes: [Change(record: "x.1", field: "explanation", value: .string(secret))])
-        let signed = try SignedCommit.sign(commit, with: stranger)
-        let bundle = CommitBundle(header: ["node": .string(stranger.id.rawValue), "commits": 1,
-                                           "versionVector": .object([stranger.id.rawValue: 1])],
-                                  commits: [(signed.canonicalBytes, signed.signature)])
+        var commits: [(body: [UInt8], signature: [UInt8])] = []
+        var prev: [UInt8] = []
+        for seq in 1...30 {
+            let commit = Commit(origin: stranger.id, seq: UInt64(seq), stamp: Stamp(milliseconds: nowMilliseconds(), counter: UInt16(seq)),
+                                author: "mallory", prev: prev, ownerRefs: [:],
+                                changes: [Change(record: "x.\(seq)", field: "explanation", value: .string(secret))])
+            let signed = try SignedCommit.sign(commit, with: stranger)
+            prev = signed.hash
+            commits.append((signed.canonicalBytes, signed.signature))
+        }
+        let bundle = CommitBundle(header: ["node": .string(stranger.id.rawValue), "commits": 30,
+                                           "versionVector": .object([stranger.id.rawValue: 30])], commits: commits)
         return try bundle.encoded(signedBy: stranger)
     }
 
@@ -78,8 +84,11 @@ struct AuditLogTests {
         #expect(refusals.map { $0["reason"]?.stringValue } == ["invalid", "not-found"])
         #expect(refusals.allSatisfy { $0["actor"]?.stringValue == me && $0["origin"]?.stringValue == "local" })
         #expect(find("bundle-import", "imported").count == 1)
+        // 30 commits of one origin held for one reason: one event for the lot, not 30.
         let held = find("remote-commit", "held")
         #expect(held.count == 1 && held[0]["reason"]?.stringValue == "unknown-key", "\(list)")
+        #expect(held.first?["object"]?.stringValue?.hasSuffix("/1…\(held.first?["actor"]?.stringValue ?? "")/30") == true, "\(held)")
+        #expect(held.first?["detail"]?.stringValue?.hasPrefix("30 commits") == true, "\(held)")
         #expect(held.first?["origin"]?.stringValue?.hasPrefix("bundle:") == true)
         #expect(find("quarantine-release", "released").first?["object"]?.stringValue == hash)
         #expect(find("membership", "added").count == 1, "the first start records the registry's one node")
