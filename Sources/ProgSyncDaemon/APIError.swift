@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import HTTPTypes
 import Hummingbird
+import NIOConcurrencyHelpers
 import NIOCore
 import ProgSyncCore
 import ProgSyncStore
@@ -31,8 +32,20 @@ struct APIError: Error, HTTPResponseError {
         }
     }
 
+    /// A write that failed for the disk, not for what it asked: nothing of it was stored, and
+    /// the same request succeeds once the disk is fixed (no restart needed).
+    init(_ failure: StorageFailure) {
+        switch failure.kind {
+        case .full:
+            self.init(.init(code: 507, reasonPhrase: "Insufficient Storage"), "disk-full", "the disk holding the replica is full: nothing was written; free space and try again")
+        case .io:
+            self.init(.serviceUnavailable, "io-error", "the replica's disk failed (\(failure.description)): nothing was written; check the disk and try again")
+        }
+    }
+
     func response(from request: Request, context: some RequestContext) throws -> Response {
-        JSONResponse.make(status: status, .object(["error": .string(code), "message": .string(message)]))
+        (context as? LocalRequestContext)?.refusal.withLockedValue { $0 = self }
+        return JSONResponse.make(status: status, .object(["error": .string(code), "message": .string(message)]))
     }
 }
 
@@ -63,6 +76,10 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return try error.response(from: request, context: context)
         } catch let error as ReplicaError {
             return try APIError(error).response(from: request, context: context)
+        } catch let error where StorageFailure(error) != nil {
+            let failure = StorageFailure(error)!
+            context.logger.error("write failed on the replica's disk", metadata: ["error": "\(failure)"])
+            return try APIError(failure).response(from: request, context: context)
         } catch let error as HTTPError {
             let code: String
             switch error.status {

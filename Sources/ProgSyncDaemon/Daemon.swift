@@ -17,6 +17,7 @@ public struct Daemon: Sendable {
     public let configuration: DaemonConfiguration
     public let replica: Replica
     public let node: NodeFiles.StoredIdentity
+    let audit: AuditLog
     let services: [any Service]
     let lock: LockBox
     let logger: Logger
@@ -29,6 +30,7 @@ public struct Daemon: Sendable {
             logger: logger))
         try await group.run()
         try replica.close()
+        audit.close()
         try? FileManager.default.removeItem(atPath: configuration.socketPath)
         logger.info("stopped")
         _ = lock
@@ -67,6 +69,8 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
     if registry!.node(me.identity.id) == nil {
         logger.warning("this node is not in the partner registry; partners will hold its commits", metadata: ["node": "\(me.identity.id)"])
     }
+    let audit = try AuditLog(path: configuration.auditPath, logger: logger)
+    audit.noteRegistry(registry!, file: configuration.registryPath)
     try NodeFiles.makeReplicaPrivate(configuration.replicaPath)
     let replica = try Replica(configuration: ReplicaConfiguration(
         path: configuration.replicaPath, identity: me.identity, org: me.org, registry: registry!,
@@ -81,7 +85,7 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
     var services: [any Service] = []
     let endpoints = try makePeerEndpoints(configuration, registry: registry!, me: me, logger: logger)
     let replicators = try endpoints.map { p in
-        try PeerReplicator(peer: p.node, address: p.address, tls: p.tls, replica: replica, events: events, metrics: metrics, logger: logger)
+        try PeerReplicator(peer: p.node, address: p.address, tls: p.tls, replica: replica, events: events, metrics: metrics, audit: audit, logger: logger)
     }
     services += replicators as [any Service]
     let inbound = InboundContact()
@@ -91,21 +95,22 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
     services.append(readiness)
     if let listen = configuration.peerListen {
         services.append(try makePeerListener(listen, configuration, tls: tls, replica: replica, me: me, events: events,
-                                             inbound: inbound, metrics: metrics, onBound: { readiness.bound("peer") }, logger: logger))
+                                             inbound: inbound, metrics: metrics, audit: audit, onBound: { readiness.bound("peer") }, logger: logger))
     }
     let reports = ReconcileReports(directory: configuration.reportsPath, keepDays: configuration.reconcileKeepDays)
     metrics.loadReconciliations(reports)
-    let reconciler = Reconciler(replica: replica, peers: endpoints, reports: reports, events: events, logger: logger, metrics: metrics)
+    let reconciler = Reconciler(replica: replica, peers: endpoints, reports: reports, events: events, audit: audit, logger: logger, metrics: metrics)
     services.append(NightlyJobs(reconciler: reconciler, schedule: configuration.reconcileSchedule, reports: reports,
-                                replica: replica, events: events, logger: logger))
+                                replica: replica, events: events, audit: audit, logger: logger))
     let heartbeat = WriterHeartbeat(replica: replica, notifier: notifier, logger: logger)
     let api = LocalAPI(replica: replica, node: me, limits: configuration.limits, events: events,
                        committer: GroupCommitter(replica: replica, events: events, metrics: metrics), peers: replicators,
                        reconciler: reconciler, reports: reports, inbound: inbound,
                        authors: CommitAuthors(sharing: configuration.authorShare, replica: replica),
-                       health: HealthChecks(heartbeat: heartbeat, readiness: readiness), metrics: metrics)
+                       health: HealthChecks(heartbeat: heartbeat, readiness: readiness), metrics: metrics, audit: audit)
     let router = Router(context: LocalRequestContext.self)
     router.middlewares.add(MetricsMiddleware())
+    router.middlewares.add(LocalWriteAudit(audit: audit))
     router.middlewares.add(JSONErrorMiddleware())
     api.addRoutes(to: router)
     let scrape: @Sendable () -> Response = {
@@ -136,7 +141,7 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
     services.append(events)
     // Last: it hears of shutdown first and tells systemd STOPPING=1 before anything drains.
     services.append(heartbeat)
-    return Daemon(configuration: configuration, replica: replica, node: me, services: services, lock: LockBox(lock), logger: logger)
+    return Daemon(configuration: configuration, replica: replica, node: me, audit: audit, services: services, lock: LockBox(lock), logger: logger)
 }
 
 /// The node's TLS identity: made on first start next to the node identity.
@@ -243,7 +248,7 @@ func makePeerEndpoints(
 /// either way behind the connection, timeout and per-partner limits of `PeerListenerLimits.swift`.
 func makePeerListener(
     _ listen: String, _ configuration: DaemonConfiguration, tls: NodeTLSIdentity, replica: Replica,
-    me: NodeFiles.StoredIdentity, events: EventBroadcaster, inbound: InboundContact, metrics: DaemonMetrics,
+    me: NodeFiles.StoredIdentity, events: EventBroadcaster, inbound: InboundContact, metrics: DaemonMetrics, audit: AuditLog,
     onBound: @escaping @Sendable () -> Void, logger: Logger
 ) throws -> any Service {
     let (host, port) = try splitHostPort(listen)
@@ -254,7 +259,7 @@ func makePeerListener(
     router.middlewares.add(PeerProtocolMiddleware(me: "partner \(me.name ?? me.org) (\(me.org))"))
     router.middlewares.add(PeerLoadMiddleware(load: PeerLoad(limits: limits)))
     router.middlewares.add(inbound)
-    PeerAPI(replica: replica, node: me, events: events, limits: limits, logger: logger, metrics: metrics).addRoutes(to: router)
+    PeerAPI(replica: replica, node: me, events: events, limits: limits, audit: audit, logger: logger, metrics: metrics).addRoutes(to: router)
     let address = BindAddress.hostname(host, port: port)
     let running: @Sendable (any Channel) async -> Void = { channel in
         logger.info("peer listener", metadata: ["address": "\(channel.localAddress?.description ?? listen)", "tls": "\(!configuration.peerPlainHTTP)"])
@@ -266,11 +271,12 @@ func makePeerListener(
     let serverTLS = try configuration.peerPlainHTTP ? nil : peerServerTLSConfiguration(identity: tls, allowedPins: {
         Set(replica.registry.nodes.values.compactMap(\.certificatePin))
     }, logger: logger).withContext()
-    let admission = ConnectionAdmission(maxConnections: limits.maxConnections, maxPerAddress: limits.maxConnectionsPerAddress, logger: logger)
+    let admission = ConnectionAdmission(maxConnections: limits.maxConnections, maxPerAddress: limits.maxConnectionsPerAddress,
+                                        audit: audit, logger: logger)
     let server = HTTPServerBuilder { responder in
         PeerChildChannel(
             http: HTTP1Channel(responder: responder, configuration: .init(idleTimeout: .seconds(Int64(limits.idleTimeoutSeconds)))),
-            tls: serverTLS, admission: admission, handshakeTimeout: .seconds(Int64(limits.handshakeTimeoutSeconds)))
+            tls: serverTLS, admission: admission, handshakeTimeout: .seconds(Int64(limits.handshakeTimeoutSeconds)), audit: audit)
     }
     return Application(router: router, server: server, configuration: .init(address: address, serverName: nil),
                        onServerRunning: running, logger: logger)

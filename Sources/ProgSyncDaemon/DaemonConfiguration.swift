@@ -102,4 +102,5 @@ public struct DaemonConfiguration: Sendable {
     var identityPath: String { dataDirectory + "/identity.json" }
     var lockPath: String { dataDirectory + "/progsyncd.lock" }
     var reportsPath: String { dataDirectory + "/reports" }
+    var auditPath: String { dataDirectory + "/audit.jsonl" }
 }

@@ -114,7 +114,7 @@ extension LocalAPI {
 
     /// `POST /v1/bundle`: verifies the whole file first, then applies every commit through the
     /// same path as the network, in one transaction.
-    func importBundle(_ request: Request) async throws -> Response {
+    func importBundle(_ request: Request, _ context: LocalRequestContext) async throws -> Response {
         let buffer: ByteBuffer
         do { buffer = try await request.body.collect(upTo: limits.maxBundleBytes) } catch {
             throw APIError(.contentTooLarge, "too-large", "bundle larger than \(limits.maxBundleBytes >> 20) MiB")
@@ -131,6 +131,10 @@ extension LocalAPI {
         }
         events.publish(replica: replica)
         let report = result.report, header = result.header
+        audit.operatorAction("bundle-import", object: result.exporter.rawValue, result: "imported", user: await context.author(), detail:
+            "\(result.commits) commits: \(report.applied) new, \(report.duplicates) known, \(report.held.count) held, "
+            + "\(report.rejected.count) refused; header \(result.headerVerified ? "verified" : "not verified")")
+        audit.judged(report, origin: "bundle:\(result.exporter.rawValue)")
         return JSONResponse.make(.object([
             "from": .string(result.exporter.rawValue), "org": header["org"] ?? .null, "name": header["name"] ?? .null,
             "created": header["created"] ?? .null, "commits": .int(Int64(result.commits)),

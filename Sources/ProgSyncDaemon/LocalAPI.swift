@@ -23,6 +23,7 @@ struct LocalAPI: Sendable {
     /// Liveness and readiness; nil where no daemon runs (the OpenAPI test's route listing).
     var health: HealthChecks? = nil
     var metrics = DaemonMetrics()
+    let audit: AuditLog
 
     func addRoutes(to router: Router<LocalRequestContext>) {
         router.get("/v1/status") { _, _ in try self.status() }
@@ -35,18 +36,19 @@ struct LocalAPI: Sendable {
         router.get("/v1/conflicts") { _, _ in try self.conflicts() }
         router.post("/v1/conflicts/:id/resolve") { request, context in try await self.resolve(request, context) }
         router.get("/v1/quarantine") { _, _ in try self.quarantine() }
-        router.post("/v1/quarantine/:hash/release") { _, context in try self.release(try context.parameters.require("hash")) }
+        router.post("/v1/quarantine/:hash/release") { _, context in try await self.release(try context.parameters.require("hash"), context) }
         router.get("/v1/digest") { _, _ in try self.digest() }
         router.post("/v1/import") { request, context in try await self.importRecords(request, context) }
         router.get("/v1/events") { request, _ in try self.eventStream(request) }
         router.get("/v1/peers") { _, _ in try self.peersResponse() }
         router.post("/v1/sync") { request, _ in try await self.sync(request) }
         router.get("/v1/bundle") { request, _ in try await self.exportBundle(request) }
-        router.post("/v1/bundle") { request, _ in try await self.importBundle(request) }
+        router.post("/v1/bundle") { request, context in try await self.importBundle(request, context) }
         router.post("/v1/reconcile") { request, _ in try await self.reconcile(request) }
         router.get("/v1/reconcile/reports") { _, _ in try self.reportList() }
         router.get("/v1/reconcile/reports/:id") { _, context in try self.report(try context.parameters.require("id")) }
         addHealthRoutes(to: router)
+        addAuditRoutes(to: router)
     }
 
     // MARK: Reading
@@ -257,10 +259,13 @@ struct LocalAPI: Sendable {
         return JSONResponse.make(.object(["held": .array(held), "newerSchema": .array(newer)]))
     }
 
-    func release(_ hashText: String) throws -> Response {
+    func release(_ hashText: String, _ context: LocalRequestContext) async throws -> Response {
         guard let hash = Hex.decode(hashText), hash.count == 32 else { throw APIError.badRequest("hash must be 64 hex digits") }
         let report = try metrics.merge(replica) { try replica.releaseHeld(hash: hash) }
         events.publish(replica: replica)
+        audit.operatorAction("quarantine-release", object: hashText.lowercased(), result: "released", user: await context.author(),
+                             detail: "applied \(report.applied), held \(report.held.count), refused \(report.rejected.count)")
+        audit.judged(report, origin: "quarantine")
         return JSONResponse.make(.object([
             "applied": .int(Int64(report.applied)), "held": .int(Int64(report.held.count)), "rejected": .int(Int64(report.rejected.count)),
         ]))
@@ -364,6 +369,8 @@ struct LocalAPI: Sendable {
         }
         let writes = try fieldWrites(record: entry.record, .object([entry.field: value]))
         let commit = try await committer.commit(LocalWrite(author: try await commitAuthor(context), writes: writes, resolving: true))
+        audit.operatorAction("conflict-resolve", object: conflictID, result: "resolved", user: await context.author(),
+                             detail: "\(body["pick"] != nil ? "picked version \(body["pick"]?.intValue ?? 0)" : "gave a new value") of \(entry.losers.count + 1); commit \(commit.commit.ref)")
         return try commitResponse(commit, record: entry.record, created: false)
     }
 

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Hummingbird
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// The request context of the local API: it knows the Unix user on the other end of the socket,
@@ -9,6 +10,8 @@ import NIOCore
 struct LocalRequestContext: RequestContext {
     var coreContext: CoreRequestContextStorage
     let channel: any Channel
+    /// The error this request was answered with, for the audit log (shared by every copy).
+    let refusal = NIOLockedValueBox<APIError?>(nil)
 
     init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)

@@ -25,6 +25,7 @@ struct PeerAPI: Sendable {
     let node: NodeFiles.StoredIdentity
     let events: EventBroadcaster
     let limits: DaemonConfiguration.PeerLimits
+    let audit: AuditLog
     let logger: Logger
     let metrics: DaemonMetrics
     /// Buckets per `POST /v1/peer/digest/entries`: each request scans the replica's fields once
@@ -34,7 +35,7 @@ struct PeerAPI: Sendable {
     func addRoutes(to router: Router<PeerRequestContext>) {
         router.get("/v1/peer/hello") { _, _ in self.hello() }
         router.get("/v1/peer/commits") { request, _ in try await self.pull(request) }
-        router.post("/v1/peer/commits") { request, _ in try await self.push(request) }
+        router.post("/v1/peer/commits") { request, context in try await self.push(request, context) }
         router.get("/v1/peer/commits/range") { request, _ in try self.range(request) }
         router.get("/v1/peer/digest") { _, _ in self.digest() }
         router.get("/v1/peer/digest/buckets") { request, _ in try self.buckets(request) }
@@ -138,7 +139,7 @@ struct PeerAPI: Sendable {
         ]))
     }
 
-    func push(_ request: Request) async throws -> Response {
+    func push(_ request: Request, _ context: PeerRequestContext) async throws -> Response {
         let body = try await Self.collect(request, limit: limits.maxPushBytes)
         let commits: [SignedCommit]
         do {
@@ -150,10 +151,18 @@ struct PeerAPI: Sendable {
         }
         let report = try metrics.merge(replica) { try replica.apply(commits) }
         events.publish(replica: replica)
+        if !report.rejected.isEmpty || !report.held.isEmpty {
+            audit.judged(report, origin: "push:\(pusher(await PeerLoadMiddleware.peer(of: context.channel)))")
+        }
         for r in report.rejected {
             logger.warning("peer push: commit refused", metadata: ["commit": "\(r.ref)", "reason": "\(r.reason)", "detail": "\(r.detail)"])
         }
         return JSONResponse.make(PeerAPI.reportJSON(report, vector: replica.versionVector))
+    }
+
+    /// The registry node whose certificate pin this is; else the pin or address itself.
+    func pusher(_ peer: String) -> String {
+        replica.registry.nodes.values.first { $0.certificatePin == peer }?.id.rawValue ?? peer
     }
 
     static func collect(_ request: Request, limit: Int) async throws -> ByteBuffer {

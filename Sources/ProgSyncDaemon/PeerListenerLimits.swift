@@ -2,6 +2,7 @@ import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
 import NIOTLS
@@ -19,14 +20,17 @@ struct PeerChildChannel: ServerChildChannel {
     let tls: ServerTLS?
     let admission: ConnectionAdmission
     let handshakeTimeout: TimeAmount
+    let audit: AuditLog
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             let pipeline = channel.pipeline.syncOperations
             try pipeline.addHandler(ConnectionAdmissionHandler(admission))
             if let tls {
-                try pipeline.addHandler(NIOSSLServerHandler(context: tls.context, customVerificationCallback: tls.verify, configuration: .init()))
+                let refusal = TLSRefusalAudit(audit: audit)
+                try pipeline.addHandler(NIOSSLServerHandler(context: tls.context, customVerificationCallback: refusal.watching(tls.verify), configuration: .init()))
                 try pipeline.addHandler(HandshakeTimeoutHandler(timeout: handshakeTimeout))
+                try pipeline.addHandler(refusal)
             }
         }.flatMap {
             http.setup(channel: channel, logger: logger)
@@ -59,12 +63,14 @@ final class ConnectionAdmission: Sendable {
     }
     let maxConnections: Int
     let maxPerAddress: Int
+    let audit: AuditLog
     let logger: Logger
     let state = Mutex(State())
 
-    init(maxConnections: Int, maxPerAddress: Int, logger: Logger) {
+    init(maxConnections: Int, maxPerAddress: Int, audit: AuditLog, logger: Logger) {
         self.maxConnections = maxConnections
         self.maxPerAddress = maxPerAddress
+        self.audit = audit
         self.logger = logger
     }
 
@@ -84,6 +90,8 @@ final class ConnectionAdmission: Sendable {
             logger.warning("peer listener full: refusing connections", metadata: [
                 "address": "\(address)", "maxConnections": "\(maxConnections)", "maxConnectionsPerAddress": "\(maxPerAddress)",
             ])
+            audit.refusedConnection(address: address, reason: "listener-full",
+                                    detail: "at most \(maxConnections) connections, \(maxPerAddress) per address; refusing until one closes")
         }
         return admitted
     }
@@ -123,6 +131,45 @@ final class ConnectionAdmissionHandler: ChannelInboundHandler, RemovableChannelH
             admission.release(address)
         }
         context.fireChannelInactive()
+    }
+}
+
+/// After the TLS handler: records a failed handshake in the audit log, with the client's
+/// address and the certificate pin it presented (seen by the verification callback), if any.
+final class TLSRefusalAudit: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = NIOAny
+    let audit: AuditLog
+    /// The pin presented and whether the callback accepted it.
+    let presented = NIOLockedValueBox<(pin: String?, accepted: Bool)?>(nil)
+
+    init(audit: AuditLog) { self.audit = audit }
+
+    /// The verification callback, noting what it was shown and what it decided.
+    func watching(_ verify: TLSChannelConfiguration.CustomVerificationCallback?) -> NIOSSLCustomVerificationCallback? {
+        guard let verify else { return nil }
+        let presented = presented
+        return { certificates, promise in
+            let pin = certificates.first.flatMap { try? NodeTLSIdentity.pin(of: $0) }
+            promise.futureResult.whenSuccess { result in presented.withLockedValue { $0 = (pin, result == .certificateVerified) } }
+            verify(certificates, promise)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if case NIOSSLError.handshakeFailed(let reason) = error {
+            let seen = presented.withLockedValue { $0 }
+            audit.refusedTLS(address: context.remoteAddress?.ipAddress ?? "unknown", pin: seen?.pin,
+                             reason: seen.map { $0.accepted ? "handshake-failed" : "certificate-not-in-registry" } ?? "no-client-certificate",
+                             detail: "\(reason)")
+        }
+        context.fireErrorCaught(error)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event {
+            context.pipeline.syncOperations.removeHandler(self, promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 }
 

@@ -64,6 +64,7 @@ final class PeerReplicator: Service, Sendable {
     let peer: PartnerRegistry.Node
     let replica: Replica
     let events: EventBroadcaster
+    let audit: AuditLog
     let logger: Logger
     let metrics: DaemonMetrics
     let pull: PeerConnection
@@ -75,11 +76,12 @@ final class PeerReplicator: Service, Sendable {
     static let longPollSeconds = 20
 
     init(peer: PartnerRegistry.Node, address: String, tls: HTTPClientConfiguration.TLS?, replica: Replica,
-         events: EventBroadcaster, metrics: DaemonMetrics, logger: Logger) throws {
+         events: EventBroadcaster, metrics: DaemonMetrics, audit: AuditLog, logger: Logger) throws {
         self.peer = peer
         self.metrics = metrics
         self.replica = replica
         self.events = events
+        self.audit = audit
         var logger = logger
         logger[metadataKey: "peer"] = "\(peer.name ?? peer.id.rawValue)"
         self.logger = logger
@@ -150,6 +152,7 @@ final class PeerReplicator: Service, Sendable {
                 let peerID = peer.id
                 let report = try metrics.merge(replica) { try replica.apply(commits) { db in try Replica.setPulled(db, peer: peerID, to: next) } }
                 if !commits.isEmpty { events.publish(replica: replica) }
+                audit.judged(report, origin: "pull:\(peerID.rawValue)")
                 for r in report.rejected {
                     logger.warning("commit from peer refused", metadata: ["commit": "\(r.ref)", "reason": "\(r.reason)", "detail": "\(r.detail)"])
                 }

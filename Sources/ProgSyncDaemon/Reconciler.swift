@@ -81,17 +81,19 @@ actor Reconciler {
     let peers: [PeerEndpoint]
     let reports: ReconcileReports
     let events: EventBroadcaster
+    let audit: AuditLog
     let logger: Logger
     let metrics: DaemonMetrics
     private var running: Task<JSONValue, Never>?
 
-    init(replica: Replica, peers: [PeerEndpoint], reports: ReconcileReports, events: EventBroadcaster, logger: Logger,
+    init(replica: Replica, peers: [PeerEndpoint], reports: ReconcileReports, events: EventBroadcaster, audit: AuditLog, logger: Logger,
          metrics: DaemonMetrics = DaemonMetrics()) {
         self.replica = replica
         self.metrics = metrics
         self.peers = peers
         self.reports = reports
         self.events = events
+        self.audit = audit
         var logger = logger
         logger[metadataKey: "job"] = "reconcile"
         self.logger = logger
@@ -138,6 +140,7 @@ actor Reconciler {
                         for range in ranges {
                             guard let commits = try? await connection.commits(origin: origin, seqs: range) else { continue }
                             let r = try metrics.merge(replica) { try replica.apply(commits) }
+                            audit.judged(r, origin: "reconcile:\(p.node.id.rawValue)")
                             restored += r.restored
                             restoredRecords.formUnion(r.restoredRecords)
                         }
@@ -146,6 +149,10 @@ actor Reconciler {
                     if integrity.missingCommits.isEmpty { break }
                 }
                 selfCheck["commitsRestored"] = .int(Int64(restored))
+                if restored > 0 {
+                    audit.repaired(object: "commit log", origin: "reconcile:\(trigger)",
+                                   detail: "restored \(restored) commits missing from the log from partners")
+                }
                 if !integrity.missingCommits.isEmpty {
                     reasons.append("\(integrity.missingCommitCount) commits are missing from the log and no partner could supply them")
                 }
@@ -162,6 +169,9 @@ actor Reconciler {
                 selfCheck["repairedExamples"] = .array(rebuilt.examples.map { .string($0) })
                 selfCheck["rebuildMs"] = .object(Dictionary(uniqueKeysWithValues: rebuilt.phases.map { ($0.0, JSONValue.int(Int64($0.1))) }))
                 if rebuilt.fieldsRepaired + rebuilt.conflictsRepaired > 0 {
+                    audit.repaired(object: "replica", origin: "reconcile:\(trigger)", detail:
+                        "self-check: \(rebuilt.fieldsRepaired) fields and \(rebuilt.conflictsRepaired) conflicts rebuilt from the commit log "
+                        + "(e.g. \(rebuilt.examples.prefix(5).joined(separator: ", ")))")
                     logger.error("repaired fields changed behind the daemon's back", metadata: [
                         "fields": "\(rebuilt.fieldsRepaired)", "conflicts": "\(rebuilt.conflictsRepaired)",
                         "examples": "\(rebuilt.examples.prefix(5).joined(separator: ","))",
@@ -242,6 +252,7 @@ actor Reconciler {
                 }
                 let commits = try await connection.commits(origin: origin, seqs: ((ours[origin] ?? 0) + 1)...seq)
                 let r = try metrics.merge(replica) { try replica.apply(commits) }
+                audit.judged(r, origin: "reconcile:\(peer.node.id.rawValue)")
                 fetched += r.applied
                 held += r.held.count
                 rejected += r.rejected.count
@@ -285,6 +296,10 @@ actor Reconciler {
             logger.error("digests differ although both hold the same commits: narrowing down", metadata: ["peer": "\(peer.name)"])
             let narrowed = try await narrow(connection)
             o["narrowing"] = narrowed.json
+            if narrowed.repaired + narrowed.commitsRestored > 0 {
+                audit.repaired(object: "replica", origin: "reconcile:\(peer.node.id.rawValue)", detail:
+                    "narrowing: \(narrowed.repaired) fields repaired, \(narrowed.commitsRestored) commits restored")
+            }
             if narrowed.remaining == 0 {
                 o["verdict"] = .string("agree")
                 o["reason"] = .string("repaired \(narrowed.repaired) fields of this replica from the commit log")
@@ -463,6 +478,7 @@ struct NightlyJobs: Service {
     let reports: ReconcileReports
     let replica: Replica
     let events: EventBroadcaster
+    let audit: AuditLog
     let logger: Logger
 
     func run() async throws {
@@ -496,6 +512,7 @@ struct NightlyJobs: Service {
             guard let held = try? replica.attentionCounts().held, held > 0 else { continue }
             do {
                 let report = try reconciler.metrics.merge(replica) { try replica.retryHeld() }
+                audit.judged(report, origin: "quarantine")
                 if report.applied > 0 {
                     logger.info("quarantined commits applied", metadata: ["applied": "\(report.applied)"])
                     events.publish(replica: replica)

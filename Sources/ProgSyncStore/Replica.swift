@@ -293,6 +293,8 @@ public final class Replica: Sendable {
                         }
                         results[i] = .success(signed!)
                     } catch {
+                        // A full or failing disk fails the whole transaction: every write gets it.
+                        if StorageFailure(error) != nil { throw error }
                         ctx = before
                         results[i] = .failure(error)
                     }

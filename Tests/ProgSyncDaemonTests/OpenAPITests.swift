@@ -28,12 +28,15 @@ struct OpenAPITests {
         let replica = try Replica(configuration: ReplicaConfiguration(path: ":memory:", identity: identity, org: "jenv", registry: registry))
         defer { try? replica.close() }
         let events = EventBroadcaster(startingAfter: 0)
+        let auditPath = FileManager.default.temporaryDirectory.appendingPathComponent("openapi-audit-\(UUID().uuidString).jsonl").path
+        let audit = try AuditLog(path: auditPath, logger: Logger(label: "openapi-test"))
+        defer { audit.close(); for suffix in ["", ".head"] { try? FileManager.default.removeItem(atPath: auditPath + suffix) } }
         let reports = ReconcileReports(directory: FileManager.default.temporaryDirectory.path, keepDays: 1)
         let api = LocalAPI(
             replica: replica, node: NodeFiles.StoredIdentity(identity: identity, org: "jenv", name: nil), limits: .init(), events: events,
             committer: GroupCommitter(replica: replica, events: events), peers: [],
-            reconciler: Reconciler(replica: replica, peers: [], reports: reports, events: events, logger: Logger(label: "openapi-test")),
-            reports: reports, inbound: InboundContact(), authors: CommitAuthors(sharing: .pseudonym, replica: replica))
+            reconciler: Reconciler(replica: replica, peers: [], reports: reports, events: events, audit: audit, logger: Logger(label: "openapi-test")),
+            reports: reports, inbound: InboundContact(), authors: CommitAuthors(sharing: .pseudonym, replica: replica), audit: audit)
         let router = Router(context: LocalRequestContext.self)
         api.addRoutes(to: router)
         return Set(router.routes.map { Route(method: $0.method.rawValue, path: $0.path.description) })

@@ -74,6 +74,8 @@ struct PeerListenerLimitsTests {
         let refusedEarly = connections.filter(Self.isClosed).count
         #expect(refusedEarly >= 250, "only \(refusedEarly) of 300 were closed at once; the cap is 40")
         #expect(net.log("politie").contains("peer listener full"))
+        let audited = try await net.request("politie", "GET", "/v1/audit").1["events"]?.arrayValue ?? []
+        #expect(audited.contains { $0["action"] == "peer-connection" && $0["reason"] == "listener-full" }, "\(audited)")
 
         // The ones it took are closed once the 2 s handshake timeout passes.
         var allClosed = false

@@ -65,6 +65,8 @@ import Testing
                 && politieNarrowing["fieldsStillDiffering"] == 0, "\(politieNarrowing)")
         #expect(try await net.request("politie", "GET", "/v1/records/al1.r01.a02").1["fields"]?["title"] == original)
         #expect(try await net.digest("politie") == net.digest("jenv"))
+        let audited = try await net.request("politie", "GET", "/v1/audit").1["events"]?.arrayValue ?? []
+        #expect(audited.contains { $0["action"] == "reconcile-repair" && $0["detail"]?.stringValue?.contains("1 fields repaired") == true }, "\(audited)")
         let agreed = try reconcileCLI(net, "jenv")
         #expect(agreed.status == 0 && agreed.output.contains("verdict: in agreement"), "\(agreed.output)")
     }
