@@ -85,18 +85,25 @@ let package = Package(
         .executableTarget(
             name: "progsyncd",
             dependencies: [
-                "ProgSyncDaemon",
+                "ProgSyncDaemon", "ProgSyncBuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
+        // The version and git commit for `--version`, stamped before each build by the plugin below.
+        .target(
+            name: "ProgSyncBuildInfo",
+            swiftSettings: swiftSettings,
+            plugins: ["BuildStamp"]
+        ),
+        .plugin(name: "BuildStamp", capability: .buildTool()),
         // The CLI: commands and pure logic (CSV, field values, reports, tables); testable.
         .target(
             name: "ProgSyncCLI",
             dependencies: [
-                "ProgSyncCore", "ProgSyncHTTPClient",
+                "ProgSyncCore", "ProgSyncHTTPClient", "ProgSyncBuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings

@@ -98,6 +98,7 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
     let router = Router(context: LocalRequestContext.self)
     router.middlewares.add(JSONErrorMiddleware())
     api.addRoutes(to: router)
+    router.middlewares.add(MethodNotAllowedMiddleware(routes: router.routes))  // after every route
 
     // The lock proves no other daemon owns this folder, so a leftover socket is stale.
     if fm.fileExists(atPath: configuration.socketPath) { try fm.removeItem(atPath: configuration.socketPath) }

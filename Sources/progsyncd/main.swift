@@ -4,6 +4,7 @@ import Configuration
 import SystemPackage
 import Foundation
 import Logging
+import ProgSyncBuildInfo
 import ProgSyncCore
 import ProgSyncDaemon
 
@@ -18,6 +19,7 @@ struct ProgSyncD: AsyncParsableCommand {
 
             Example: progsyncd --config Config/progsyncd.example.yaml
             """,
+        version: BuildInfo.versionLine("progsyncd"),
         subcommands: [Run.self, Init.self],
         defaultSubcommand: Run.self)
 }
