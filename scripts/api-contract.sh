@@ -34,19 +34,44 @@ socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" "UNIX-CONNECT:$work/data/
 bridge=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/v1/status" >/dev/null && break; sleep 0.1; done
 
-# Left out, each for a reason:
+# Left out or relaxed, each for a reason:
 # - GET /v1/events: a stream that ends only when the daemon stops, so no answer is ever complete;
 #   OpenAPITests reads its head instead.
 # - ignored_auth: the API has no authentication to ignore (who may open the socket may use it),
 #   and the document declares no security scheme; the check finds nothing to test.
+# - use_after_free: deleting is soft by design (the document says so): DELETE sets the field
+#   `deleted`, which replicates and can be undone, so the record and its history stay readable
+#   (200), where this check expects 404 after a DELETE.
+# - positive_data_acceptance also accepts 422 on three operations, where whether a well-formed
+#   request can be applied depends on the node's state, which no schema can state:
+#     PUT /v1/records/{id}: creating a record (the path names one that does not exist yet) needs
+#       `kind` and that kind's fields. PATCH takes the same body schema and answers 404 for a
+#       missing record, so its check still holds the body schema to account.
+#     POST /v1/import: records new to the node need `kind` and its fields, a `basis` must name a
+#       version the node holds, and an id may not repeat (a rule across items).
+#     POST /v1/bundle: every byte string is schema-valid (format: binary); only a sealed bundle
+#       from a registered node verifies (422 bad-bundle otherwise).
 # Every other check runs, on every other operation the document declares.
+cat > "$work/schemathesis.toml" <<'TOML'
+[[operations]]
+include-operation-id = "putRecord"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "403", "404", "409", "422"]
+
+[[operations]]
+include-operation-id = "importRecords"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "403", "404", "409", "422"]
+
+[[operations]]
+include-operation-id = "importBundle"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "422"]
+TOML
 # From the scratch folder: schemathesis keeps a cache of past failures in the working directory,
 # and each run here starts from the document alone.
 status=0
 root=$PWD
-(cd "$work" && "$root/$ST" run "$root/Docs/local-api.openapi.yaml" \
+(cd "$work" && "$root/$ST" --config-file "$work/schemathesis.toml" run "$root/Docs/local-api.openapi.yaml" \
     --url "http://127.0.0.1:$port" \
-    --checks all --exclude-checks ignored_auth \
+    --checks all --exclude-checks ignored_auth,use_after_free \
     --exclude-path /v1/events \
     --max-examples "${PROGSYNC_CONTRACT_EXAMPLES:-40}" \
     --seed "${PROGSYNC_CONTRACT_SEED:-20261202}" \

@@ -125,6 +125,24 @@ struct OpenAPITests {
         #expect(unknown.status == 404 && unknown.isErrorShape, "\(unknown)")
     }
 
+    /// What schemathesis found where the server was looser or stricter than the document.
+    @Test func queryAndPathValuesAreReadAsDocumented() async throws {
+        let d = try sharedDaemon()
+        // A filter that can only match a well-formed value is checked like one.
+        for query in ["result=", "actionLine=", "owner=", "owner=Politie", "result=a%20b"] {
+            let reply = try await d.request("GET", "/v1/records?" + query)
+            #expect(reply.status == 400 && reply.isErrorShape, "?\(query): \(reply)")
+        }
+        // Form encoding: `+` is a space, `%2B` a plus.
+        let delayed = try await d.count("status=delayed")
+        #expect(delayed > 0)
+        #expect(try await d.count("status=In+uitvoering+maar+met+vertraging") == delayed)
+        #expect(try await d.request("GET", "/v1/records?q=%2B%2B%2B").status == 200)
+        // A conflict id splits at its first "~" even when a combining mark follows it.
+        let resolve = try await d.request("POST", "/v1/conflicts/al1~%CC%81status/resolve", body: ["pick": 0])
+        #expect(resolve.status == 404 && resolve.isErrorShape, "\(resolve)")
+    }
+
     @Test func everyDocumentedRouteIsServed() async throws {
         let d = try sharedDaemon()
         // The detector works: a path the router does not know is "no such route".
