@@ -48,6 +48,8 @@ install -d "$lib" "$root/usr/bin" "$root/etc/progsync" "$root/DEBIAN" \
 # The binaries live together with the resource bundle the daemon finds next to its executable
 # (the 2021 programme); /usr/bin has links.
 install -m 755 "$bin/progsyncd" "$bin/progsync" "$lib/"
+# Release binaries without their symbol tables, as Debian ships them; debug ones as built.
+[ "$config" = debug ] || strip --strip-unneeded "$lib/progsyncd" "$lib/progsync"
 cp -r "$bin/progsync_ProgSyncDaemon.resources" "$lib/"
 chmod -R u=rwX,go=rX "$lib/progsync_ProgSyncDaemon.resources"
 ln -s ../lib/progsync/progsyncd "$root/usr/bin/progsyncd"
@@ -108,5 +110,8 @@ chmod 755 "$root/DEBIAN/postinst"
 
 mkdir -p "$out"
 deb="$out/progsync_${version}_amd64.deb"
-dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >&2
+# xz for a release; the debug binaries are large and only for the test, so fast gzip there.
+compression=(-Zxz)
+[ "$config" = release ] || compression=(-Zgzip -z1)
+dpkg-deb --root-owner-group "${compression[@]}" --build "$root" "$deb" >&2
 echo "$deb"

@@ -11,16 +11,17 @@ fail() { echo "test-package-deb: $*" >&2; exit 1; }
 deb=$(scripts/package-deb.sh --debug -o "$work")
 version=$(tr -d ' \n' < VERSION)
 [ "$(basename "$deb")" = "progsync_${version}_amd64.deb" ] || fail "unexpected file name $deb"
-dpkg-deb --info "$deb" | grep -q "Package: progsync" || fail "no control data"
+# (No `| grep -q` here: with pipefail, grep leaving early fails the writer with SIGPIPE.)
+[ "$(dpkg-deb --field "$deb" Package)" = progsync ] || fail "no control data"
 
 # A throwaway root with an empty dpkg database. Dependencies are the host's business there; the
 # maintainer scripts run outside a chroot with DPKG_ROOT set, and so do nothing to this machine.
 root=$work/root
 mkdir -p "$root/var/lib/dpkg/updates" "$root/var/lib/dpkg/info" "$root/var/lib/dpkg/triggers"
 touch "$root/var/lib/dpkg/status"
-dpkg --root="$root" --force-depends --force-script-chrootless --log=/dev/null -i "$deb" >/dev/null \
-    || fail "dpkg -i into $root failed"
-dpkg --root="$root" -s progsync | grep -q "^Status: install ok installed" || fail "not installed"
+dpkg --root="$root" --force-depends --force-script-chrootless --log=/dev/null -i "$deb" > "$work/dpkg.log" 2>&1 \
+    || fail "dpkg -i into $root failed: $(cat "$work/dpkg.log")"
+[ "$(dpkg-query --admindir="$root/var/lib/dpkg" -W -f '${Status}' progsync)" = "install ok installed" ] || fail "not installed"
 
 for f in usr/bin/progsyncd usr/bin/progsync usr/lib/progsync/progsyncd usr/lib/progsync/progsync \
     usr/lib/progsync/progsync_ProgSyncDaemon.resources/programme-2021.json \
@@ -36,8 +37,9 @@ done
 grep -q "^ExecStart=/usr/bin/progsyncd " "$root/usr/lib/systemd/system/progsyncd.service" || fail "the unit does not start /usr/bin/progsyncd"
 ! grep -rq /usr/local/ "$root/usr/lib/systemd/system" || fail "a unit still names /usr/local"
 grep -q "^/etc/progsync/progsyncd.yaml$" "$root/var/lib/dpkg/info/progsync.conffiles" || fail "the configuration is not a conffile"
-zcat "$root/usr/share/man/man1/progsync.1.gz" | grep -q "^\.Sh NAME\|^\.TH\|^\.Dt" || fail "progsync.1 is not a man page"
-zcat "$root/usr/share/man/man1/progsync.1.gz" | grep -q "records" || fail "progsync.1 does not list the subcommands"
+page=$(zcat "$root/usr/share/man/man1/progsync.1.gz")
+grep -q "^\.Sh NAME" <<< "$page" || fail "progsync.1 is not a man page"
+grep -q "records" <<< "$page" || fail "progsync.1 does not list the subcommands"
 grep -q "progsync" "$root/usr/share/bash-completion/completions/progsync" || fail "empty bash completion"
 
 # The installed binaries run, through the /usr/bin links, and name their version.
@@ -45,9 +47,19 @@ for b in progsyncd progsync; do
     line=$("$root/usr/bin/$b" --version) || fail "$b --version failed"
     case "$line" in "$b $version (commit "*")") ;; *) fail "$b --version printed: $line" ;; esac
 done
-# The daemon finds its resource bundle (the 2021 programme) in the package's folder.
+# The daemon finds its resource bundle (the 2021 programme) in the package's folder. A debug
+# binary would fall back to the build folder's copy, so that one is hidden (a bind mount in a
+# private mount namespace; as root, else the check runs without hiding and says so).
 data=$work/data
-"$root/usr/bin/progsyncd" --data-dir "$data" --log-level error > "$work/daemon.log" 2>&1 &
+built=$(swift build --show-bin-path)/progsync_ProgSyncDaemon.resources
+mkdir "$work/empty"
+if [ "$(id -u)" -eq 0 ] && unshare -m true 2>/dev/null; then
+    unshare -m sh -c 'mount --bind "$1" "$2" && exec "$3" --data-dir "$4" --log-level error' sh \
+        "$work/empty" "$built" "$root/usr/bin/progsyncd" "$data" > "$work/daemon.log" 2>&1 &
+else
+    echo "test-package-deb: not root: the build folder's resource bundle stays visible" >&2
+    "$root/usr/bin/progsyncd" --data-dir "$data" --log-level error > "$work/daemon.log" 2>&1 &
+fi
 pid=$!
 for _ in $(seq 1 200); do [ -S "$data/progsync.sock" ] && break; sleep 0.1; done
 total=$("$root/usr/bin/progsync" --socket "$data/progsync.sock" --json status | python3 -c 'import json,sys; print(json.load(sys.stdin)["records"]["total"])') || total=?

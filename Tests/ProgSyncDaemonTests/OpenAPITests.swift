@@ -95,6 +95,30 @@ struct OpenAPITests {
         }
     }
 
+    /// Every error code the daemon's sources can answer with is in the document's `Error.error`
+    /// enum (schemathesis checks the answers it happens to provoke; this checks the rest).
+    @Test func everyErrorCodeIsDocumented() throws {
+        let text = try String(contentsOf: Self.documentURL, encoding: .utf8)
+        let errorSchema = try #require(text.range(of: "\n    Error:\n"))
+        let enumLine = try #require(text[errorSchema.upperBound...].split(separator: "\n").first { $0.contains("enum: [") })
+        let documented = Set(enumLine.split(separator: "[")[1].split(separator: "]")[0].split(separator: ",")
+            .map { $0.trimmingCharacters(in: .whitespaces) })
+        let sources = Self.documentURL.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Sources/ProgSyncDaemon")
+        var used = Set<String>()
+        for file in try FileManager.default.contentsOfDirectory(atPath: sources.path) where file.hasSuffix(".swift") {
+            let source = try String(contentsOf: sources.appendingPathComponent(file), encoding: .utf8)
+            for pattern in [#"APIError\(\.[a-zA-Z]+, "([a-z-]+)""#, #"code = "([a-z-]+)""#, #""error": "([a-z-]+)""#] {
+                for match in source.matches(of: try Regex(pattern)) {
+                    if let code = match.output[1].substring { used.insert(String(code)) }
+                }
+            }
+        }
+        #expect(used.isSuperset(of: ["bad-request", "not-found", "invalid", "bad-bundle", "method-not-allowed"]), "the scan works: \(used)")
+        for code in used.sorted() {
+            #expect(documented.contains(code), "error code \(code) is answered but not documented in Error.error")
+        }
+    }
+
     @Test func everyRegisteredRouteIsDocumented() throws {
         let documented = Set(try Self.documentedRoutes())
         let registered = try Self.registered()
