@@ -3,11 +3,13 @@
 # bundle), the systemd units, sysusers and tmpfiles entries, the example configuration as
 # /etc/progsync/progsyncd.yaml, and the shell completions and man pages ArgumentParser generates.
 # Usage: scripts/package-deb.sh [--debug] [-o DIR]
-#   default  a release build with the Swift runtime linked in (--static-swift-stdlib), so the
-#            package needs only Debian's libraries; from scratch ~15 min on 2 cores.
+#   default  a release build; from scratch ~15 min on 2 cores, and more for the man pages (the
+#            plugin builds every product of the package in release).
 #   --debug  packages the debug binaries already built (`swift build`), for the packaging test:
-#            the same layout and files, but the binaries load the Swift runtime from this
-#            machine's toolchain, so such a package is for testing here only.
+#            the same layout and files, larger binaries.
+# The Swift runtime libraries the binaries use are copied next to them (the binaries look in
+# their own folder, $ORIGIN, after the toolchain's): --static-swift-stdlib does not link with
+# this toolchain (Foundation's ICU symbols are missing from its static libraries).
 # The version is VERSION's; the binaries name the git commit (`progsyncd --version`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,8 +27,8 @@ version=$(tr -d ' \n' < VERSION)
 
 if [ "$config" = release ]; then
     echo "package-deb: release build (slow the first time)" >&2
-    swift build -c release --static-swift-stdlib --product progsyncd
-    swift build -c release --static-swift-stdlib --product progsync
+    swift build -c release --product progsyncd
+    swift build -c release --product progsync
     manual_config=release
 else
     manual_config=debug
@@ -50,6 +52,10 @@ install -d "$lib" "$root/usr/bin" "$root/etc/progsync" "$root/DEBIAN" \
 install -m 755 "$bin/progsyncd" "$bin/progsync" "$lib/"
 # Release binaries without their symbol tables, as Debian ships them; debug ones as built.
 [ "$config" = debug ] || strip --strip-unneeded "$lib/progsyncd" "$lib/progsync"
+# The Swift runtime, from the toolchain that built them.
+toolchain_lib=$(cd "$(dirname "$(readlink -f "$(command -v swift)")")/../lib/swift/linux" && pwd)
+ldd "$lib/progsyncd" "$lib/progsync" | awk -v dir="$toolchain_lib/" 'index($3, dir) == 1 { print $3 }' | sort -u \
+    | while read -r so; do install -m 644 "$so" "$lib/"; done
 cp -r "$bin/progsync_ProgSyncDaemon.resources" "$lib/"
 chmod -R u=rwX,go=rX "$lib/progsync_ProgSyncDaemon.resources"
 ln -s ../lib/progsync/progsyncd "$root/usr/bin/progsyncd"

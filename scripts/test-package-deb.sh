@@ -47,15 +47,18 @@ for b in progsyncd progsync; do
     line=$("$root/usr/bin/$b" --version) || fail "$b --version failed"
     case "$line" in "$b $version (commit "*")") ;; *) fail "$b --version printed: $line" ;; esac
 done
-# The daemon finds its resource bundle (the 2021 programme) in the package's folder. A debug
-# binary would fall back to the build folder's copy, so that one is hidden (a bind mount in a
-# private mount namespace; as root, else the check runs without hiding and says so).
+# The installed daemon runs from the package alone: its resource bundle (the 2021 programme) and
+# the Swift runtime from the package's folder. The binaries would fall back to the build
+# folder's bundle and look in the toolchain first, so both are hidden (bind mounts in a private
+# mount namespace; as root, else the check runs without hiding and says so).
 data=$work/data
 built=$(swift build --show-bin-path)/progsync_ProgSyncDaemon.resources
+toolchain_lib=$(cd "$(dirname "$(readlink -f "$(command -v swift)")")/../lib/swift/linux" && pwd)
+[ -e "$root/usr/lib/progsync/libswiftCore.so" ] || fail "the Swift runtime is not in the package"
 mkdir "$work/empty"
 if [ "$(id -u)" -eq 0 ] && unshare -m true 2>/dev/null; then
-    unshare -m sh -c 'mount --bind "$1" "$2" && exec "$3" --data-dir "$4" --log-level error' sh \
-        "$work/empty" "$built" "$root/usr/bin/progsyncd" "$data" > "$work/daemon.log" 2>&1 &
+    unshare -m sh -c 'mount --bind "$1" "$2" && mount --bind "$1" "$3" && exec "$4" --data-dir "$5" --log-level error' sh \
+        "$work/empty" "$built" "$toolchain_lib" "$root/usr/bin/progsyncd" "$data" > "$work/daemon.log" 2>&1 &
 else
     echo "test-package-deb: not root: the build folder's resource bundle stays visible" >&2
     "$root/usr/bin/progsyncd" --data-dir "$data" --log-level error > "$work/daemon.log" 2>&1 &
