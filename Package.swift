@@ -85,7 +85,7 @@ let package = Package(
         .executableTarget(
             name: "progsyncd",
             dependencies: [
-                "ProgSyncDaemon",
+                "ProgSyncDaemon", "ProgSyncBuildInfo",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
@@ -93,11 +93,18 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The version and git commit for `--version`, stamped before each build by the plugin below.
+        .target(
+            name: "ProgSyncBuildInfo",
+            swiftSettings: swiftSettings,
+            plugins: ["BuildStamp"]
+        ),
+        .plugin(name: "BuildStamp", capability: .buildTool()),
         // The CLI: commands and pure logic (CSV, field values, reports, tables); testable.
         .target(
             name: "ProgSyncCLI",
             dependencies: [
-                "ProgSyncCore", "ProgSyncHTTPClient",
+                "ProgSyncCore", "ProgSyncHTTPClient", "ProgSyncBuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings

@@ -50,8 +50,13 @@ start() {
         cp "$NET/registry.json" "$NET/$org/registry.json"
         extra=()
         [ "$org" = jenv ] || extra=(--empty)
-        PROGSYNC_PEERS_LISTEN="127.0.0.1:${PORT[$org]}" nohup "$BIN/progsyncd" --data-dir "$NET/$org" "${extra[@]}" \
-            >> "$NET/$org/daemon.log" 2>&1 &
+        # The daemon keeps none of our descriptors: a caller waiting for its pipes (a CI step, a
+        # test) would otherwise wait until the daemons stop.
+        (
+            for fd in /proc/self/fd/*; do fd=${fd##*/}; [ "$fd" -le 2 ] || eval "exec $fd>&-" 2>/dev/null || true; done
+            PROGSYNC_PEERS_LISTEN="127.0.0.1:${PORT[$org]}" exec nohup "$BIN/progsyncd" --data-dir "$NET/$org" "${extra[@]}" \
+                >> "$NET/$org/daemon.log" 2>&1 < /dev/null
+        ) &
         echo $! > "$NET/$org/pid"
     done
     for org in "${ORGS[@]}"; do

@@ -8,5 +8,9 @@ scripts/setup.sh --test
 swift build --build-tests
 # Serial: the long synchronous property and crash tests would otherwise starve the async ones.
 swift test --skip-build --no-parallel
+# The OpenAPI document against a real daemon (schemathesis, ~2 min), and the .deb (from the
+# debug binaries) installed into a throwaway root.
+scripts/api-contract.sh
+scripts/test-package-deb.sh
 # Last, on the debug build's dependency objects: each fuzz target; a crash fails the run.
 scripts/fuzz.sh "${PROGSYNC_FUZZ_SECONDS:-60}"

@@ -24,6 +24,37 @@ struct GlobalOptions: ParsableArguments {
     func api() throws -> LocalAPIClient {
         try LocalAPIClient(socketPath: socketPath)
     }
+
+    /// `progsync --socket PATH --json digest` as `progsync digest --socket PATH --json` (as
+    /// `git -C` and `docker -H` take theirs): global options written before the subcommand move
+    /// to just after its full name (`records list`), where the subcommand's own parser reads
+    /// them, so every command keeps a single definition of the options and its help.
+    static func movedAfterSubcommand(_ arguments: [String], root: any ParsableCommand.Type) -> [String] {
+        var global: [String] = []
+        var index = 0
+        while index < arguments.count {
+            let argument = arguments[index]
+            if argument == "--json" || argument.hasPrefix("--socket=") {
+                global.append(argument)
+                index += 1
+            } else if argument == "--socket", index + 1 < arguments.count {
+                global += arguments[index...index + 1]
+                index += 2
+            } else {
+                break
+            }
+        }
+        guard !global.isEmpty else { return arguments }
+        let afterGlobal = index
+        var command = root
+        while index < arguments.count,
+              let sub = command.configuration.subcommands.first(where: { ([$0._commandName] + $0.configuration.aliases).contains(arguments[index]) }) {
+            command = sub
+            index += 1
+        }
+        guard index > afterGlobal else { return arguments }  // no subcommand: let the parser explain
+        return Array(arguments[afterGlobal..<index]) + global + arguments[index...]
+    }
 }
 
 /// How the socket path is chosen.

@@ -79,6 +79,9 @@ public enum HumanFormat {
             lines.append("")
             if c["online"]?.boolValue == true {
                 lines.append("online: \(int(c["peersUp"])) of \(int(c["peersConfigured"])) partners connected")
+            } else if c["peersConfigured"]?.intValue == 0, c["waiting"]?.arrayValue?.isEmpty ?? true {
+                // No partner in the registry at all: nothing is unreachable, so not OFFLINE.
+                lines.append("no partners configured (standalone)")
             } else {
                 let since = c["lastContact"]?.stringValue.map { "; last contact \(shortTime($0))" } ?? "; no partner reached yet"
                 lines.append("OFFLINE: no partner reachable\(since). Local changes are kept and replicate when a partner is reachable again.")

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ProgSyncBuildInfo
 
 /// `progsync`: the command-line client of progsyncd's local socket API.
 ///
@@ -19,10 +20,14 @@ public struct ProgSyncCommand: AsyncParsableCommand {
               progsync records set al1.r01.a01 status="In uitvoering maar met vertraging"
               progsync import programme.csv
               progsync report --format html -o overzicht.html
+              progsync --socket /run/progsync/progsync.sock --json status
+
+            --socket and --json go before or after the subcommand.
 
             Exit codes: 0 ok, 1 the daemon refused (or a local step failed), 2 usage error, \
             3 progsyncd not reachable.
             """,
+        version: BuildInfo.versionLine("progsync"),
         subcommands: [
             StatusCommand.self,
             RecordsCommand.self,
@@ -52,11 +57,17 @@ public struct ProgSyncCommand: AsyncParsableCommand {
         Foundation.exit(code)
     }
 
+    /// The arguments with `--socket`/`--json` written before the subcommand moved after it.
+    public static func globalOptionsMovedAfterSubcommand(_ arguments: [String]) -> [String] {
+        GlobalOptions.movedAfterSubcommand(arguments, root: Self.self)
+    }
+
     /// Parses `arguments` (the process's when nil), runs the command and returns the exit
     /// code: 0 ok, 1 refused or failed, 2 usage error, 3 daemon unreachable. Messages go to
     /// stderr; help and `--version` to stdout.
     public static func execute(arguments: [String]?) async -> Int32 {
         do {
+            let arguments = globalOptionsMovedAfterSubcommand(arguments ?? Array(CommandLine.arguments.dropFirst()))
             var command = try await asyncParseAsRoot(arguments)
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()

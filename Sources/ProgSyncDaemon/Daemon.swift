@@ -121,6 +121,7 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
     if let listen = configuration.metricsListen {
         services.append(try makeMetricsListener(listen, scrape: scrape, onBound: { readiness.bound("metrics") }, logger: logger))
     }
+    router.middlewares.add(MethodNotAllowedMiddleware(routes: router.routes))  // after every route
 
     // The lock proves no other daemon owns this folder, so a leftover socket is stale.
     if fm.fileExists(atPath: configuration.socketPath) { try fm.removeItem(atPath: configuration.socketPath) }

@@ -50,8 +50,8 @@ extension LocalAPI {
 
     /// `GET /v1/bundle?peer=NAME | since=STAMP | all=true`: the bundle file's bytes.
     func exportBundle(_ request: Request) async throws -> Response {
-        let q = request.uri.queryParameters
-        let peer = q["peer"].map(String.init), since = q["since"].map(String.init), all = q["all"].map(String.init) == "true"
+        let q = request.formParameters
+        let peer = q["peer"], since = q["since"], all = q["all"] == "true"
         guard [peer != nil, since != nil, all].filter({ $0 }).count == 1 else {
             throw APIError.badRequest("give exactly one of peer=NAME, since=STAMP or all=true")
         }
@@ -150,7 +150,7 @@ extension LocalAPI {
     // MARK: Reconciliation
 
     func reconcile(_ request: Request) async throws -> Response {
-        let peer = try request.uri.queryParameters["peer"].map { try partner(String($0)) }
+        let peer = try request.formParameters["peer"].map { try partner($0) }
         if let peer, peer.address == nil {
             throw APIError.badRequest("partner \(peer.name ?? peer.id.rawValue) has no address in the registry; it reconciles with us from its side")
         }

@@ -102,38 +102,46 @@ struct LocalAPI: Sendable {
     }
 
     func listRecords(_ request: Request) throws -> Response {
-        let q = request.uri.queryParameters
+        let q = request.formParameters
         var query = RecordQuery()
-        query.kind = q["kind"].map(String.init)
+        query.kind = q["kind"]
         if let kind = query.kind, RecordKind(rawValue: kind) == nil {
             throw APIError.badRequest("kind must be one of: \(RecordKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        if let status = q["status"].map(String.init) {
+        if let status = q["status"] {
             guard let parsed = ProgrammeStatus(userInput: status) else {
                 throw APIError.badRequest("status must be one of: \(ProgrammeStatus.allowedCodes)")
             }
             query.status = parsed.rawValue
         }
-        query.owner = q["owner"].map(String.init)
-        query.result = q["result"].map(String.init)
-        query.actionLine = q["actionLine"].map(String.init)
-        query.text = q["q"].map(String.init)
-        if let deleted = q["deleted"].map(String.init) {
+        // Filters that can only ever match a well-formed value are checked like one: `?result=`
+        // is a mistake to report, not a filter that quietly matches nothing.
+        query.owner = q["owner"]
+        if let owner = query.owner, !ProgrammeSchema.isValidOrgCode(owner) {
+            throw APIError.badRequest("owner must be an organisation code ([a-z0-9-]{1,64})")
+        }
+        query.result = q["result"]
+        query.actionLine = q["actionLine"]
+        for (name, id) in [("result", query.result), ("actionLine", query.actionLine)] {
+            if let id, !ProgrammeSchema.isValidRecordID(id) { throw APIError.badRequest("\(name) must be a record id ([A-Za-z0-9._:-]{1,128})") }
+        }
+        query.text = q["q"]
+        if let deleted = q["deleted"] {
             guard let parsed = RecordQuery.Deleted(rawValue: deleted) else { throw APIError.badRequest("deleted must be include or only") }
             query.deleted = parsed
         }
-        if let limit = q["limit"].map(String.init) {
+        if let limit = q["limit"] {
             guard let n = Int(limit), n >= 1, n <= limits.maxPageSize else {
                 throw APIError.badRequest("limit must be a whole number from 1 to \(limits.maxPageSize)")
             }
             query.limit = n
         }
-        if let offset = q["offset"].map(String.init) {
+        if let offset = q["offset"] {
             guard let n = Int(offset), n >= 0 else { throw APIError.badRequest("offset must be a whole number ≥ 0") }
             query.offset = n
         }
         let withBasis: Bool
-        switch q["basis"].map(String.init) {
+        switch q["basis"] {
         case nil, "false": withBasis = false
         case "true": withBasis = true
         default: throw APIError.badRequest("basis must be true or false")
@@ -351,8 +359,13 @@ struct LocalAPI: Sendable {
 
     func resolve(_ request: Request, _ context: LocalRequestContext) async throws -> Response {
         let conflictID = try Self.pathID(context)
-        let parts = conflictID.split(separator: "~", maxSplits: 1).map(String.init)
-        guard parts.count == 2 else { throw APIError.badRequest("conflict id is <record>~<field>") }
+        // Split at the first "~" as a byte: as a Character, "~" followed by a combining mark
+        // would not be found.
+        guard let tilde = conflictID.utf8.firstIndex(of: UInt8(ascii: "~")),
+              tilde > conflictID.startIndex, conflictID.utf8.index(after: tilde) < conflictID.endIndex else {
+            throw APIError.badRequest("conflict id is <record>~<field>")
+        }
+        let parts = [String(conflictID[..<tilde]), String(conflictID[conflictID.utf8.index(after: tilde)...])]
         let body = try await jsonBody(request, limit: limits.maxBodyBytes)
         guard let entry = try replica.conflicts(record: parts[0]).first(where: { $0.field == parts[1] }) else {
             throw APIError.notFound("no open conflict \(conflictID)")
@@ -447,11 +460,11 @@ struct LocalAPI: Sendable {
 
     /// Waits until the chosen peers are caught up both ways (or the timeout passes).
     func sync(_ request: Request) async throws -> Response {
-        let q = request.uri.queryParameters
-        let name = q["peer"].map(String.init)
+        let q = request.formParameters
+        let name = q["peer"]
         let selected = peers.filter { p in name == nil || p.status.withLock { $0.name == name || $0.node.rawValue == name } }
         if let name, selected.isEmpty { throw APIError.notFound("no peer \(name)") }
-        guard let timeout = Double(q["timeout"].map(String.init) ?? "60"), timeout >= 0, timeout <= 600 else {
+        guard let timeout = Double(q["timeout"] ?? "60"), timeout >= 0, timeout <= 600 else {
             throw APIError.badRequest("timeout must be a number of seconds from 0 to 600")
         }
         let target = try replica.lastLSN
@@ -512,5 +525,24 @@ struct LocalAPI: Sendable {
                 }
                 try await writer.finish(nil)
             })
+    }
+}
+
+extension Request {
+    /// The query's parameters as forms and most HTTP libraries encode them: `+` is a space and a
+    /// literal plus is `%2B` (Hummingbird's `queryParameters` keeps `+` as is, so a status label
+    /// sent as `In+uitvoering...` would not be recognised). The first of repeated names counts.
+    var formParameters: [String: String] {
+        func decode(_ text: Substring) -> String {
+            let spaced = text.replacingOccurrences(of: "+", with: " ")
+            return spaced.removingPercentEncoding ?? spaced
+        }
+        var parameters: [String: String] = [:]
+        for pair in (uri.query ?? "").split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let name = decode(parts[0])
+            if parameters[name] == nil { parameters[name] = parts.count > 1 ? decode(parts[1]) : "" }
+        }
+        return parameters
     }
 }

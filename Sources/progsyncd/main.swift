@@ -5,6 +5,7 @@ import SystemPackage
 import Foundation
 import Logging
 import Metrics
+import ProgSyncBuildInfo
 import ProgSyncCore
 import ProgSyncDaemon
 
@@ -19,6 +20,7 @@ struct ProgSyncD: AsyncParsableCommand {
 
             Example: progsyncd --config Config/progsyncd.example.yaml
             """,
+        version: BuildInfo.versionLine("progsyncd"),
         subcommands: [Run.self, Init.self],
         defaultSubcommand: Run.self)
 }

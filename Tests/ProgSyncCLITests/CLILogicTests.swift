@@ -474,3 +474,52 @@ private let reportFixture: [FlatRecord] = [
         #expect(await ProgSyncCommand.execute(arguments: ["import", path, "--socket", "/nonexistent/progsync.sock"]) == 1)
     }
 }
+
+// MARK: - Status: standalone or offline
+
+@Suite struct ConnectivityLineTests {
+    func status(peersConfigured: Int, waiting: [JSONValue], online: Bool = false) -> String {
+        HumanFormat.status([
+            "node": "n1", "org": "jenv",
+            "connectivity": .object([
+                "online": .bool(online), "peersUp": 0, "peersConfigured": .int(Int64(peersConfigured)),
+                "lastContact": .null, "waiting": .array(waiting),
+            ]),
+        ])
+    }
+
+    @Test func aNodeWithoutPartnersIsStandaloneNotOffline() {
+        let text = status(peersConfigured: 0, waiting: [])
+        #expect(text.contains("no partners configured (standalone)"), "\(text)")
+        #expect(!text.contains("OFFLINE"), "\(text)")
+    }
+
+    @Test func aNodeWithPartnersItCannotReachIsOffline() {
+        let partner: JSONValue = ["name": "politie", "node": "n2", "org": "politie", "commits": 3, "knownAsOf": .null]
+        // A partner with an address, and one known only from the registry (bundles by hand).
+        for (configured, waiting) in [(1, [partner]), (0, [partner])] {
+            let text = status(peersConfigured: configured, waiting: waiting)
+            #expect(text.contains("OFFLINE: no partner reachable"), "\(text)")
+            #expect(!text.contains("standalone"), "\(text)")
+        }
+    }
+}
+
+// MARK: - Global options before the subcommand
+
+@Suite struct GlobalOptionPlacementTests {
+    /// Where `--socket` and `--json` end up; the parse itself is checked against a real daemon
+    /// in ProgSyncDaemonTests' CLITests.
+    @Test(arguments: [
+        (["--socket", "/s", "digest"], ["digest", "--socket", "/s"]),
+        (["--json", "status"], ["status", "--json"]),
+        (["--socket=/s", "--json", "records", "list", "--kind", "activity"], ["records", "list", "--socket=/s", "--json", "--kind", "activity"]),
+        (["status", "--json"], ["status", "--json"]),
+        (["--json"], ["--json"]),
+        (["--json", "nosuchcommand"], ["--json", "nosuchcommand"]),
+        (["records", "list", "--", "--json"], ["records", "list", "--", "--json"]),
+    ])
+    func movedAfterTheSubcommand(given: [String], expected: [String]) {
+        #expect(ProgSyncCommand.globalOptionsMovedAfterSubcommand(given) == expected)
+    }
+}

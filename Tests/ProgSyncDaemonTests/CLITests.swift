@@ -67,6 +67,33 @@ struct CLITests {
         #expect(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == (try await d.digestRoot()))
     }
 
+    @Test func globalOptionsBeforeTheSubcommand() async throws {
+        let d = try sharedDaemon()
+        // PROGSYNC_SOCKET points nowhere, so only the option can reach the daemon.
+        let nowhere = ["PROGSYNC_SOCKET": d.folder.appendingPathComponent("no.sock").path]
+        let digest = try await d.runCLI(["--socket", d.socketPath, "digest"], environment: nowhere)
+        #expect(digest.exitCode == 0, "\(digest)")
+        #expect(digest.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == (try await d.digestRoot()))
+        let status = try await d.runCLI(["--json", "status"])
+        #expect(status.exitCode == 0, "\(status)")
+        #expect((try? JSONParser.parse(status.stdoutBytes))?["node"]?.stringValue != nil, "\(status)")
+        let nested = try await d.runCLI(["--socket=\(d.socketPath)", "--json", "records", "list", "--limit", "2"], environment: nowhere)
+        #expect(nested.exitCode == 0, "\(nested)")
+        #expect((try? JSONParser.parse(nested.stdoutBytes))?["records"]?.arrayValue?.count == 2, "\(nested)")
+        // After the subcommand, as before.
+        #expect(try await d.runCLI(["digest", "--socket", d.socketPath], environment: nowhere).exitCode == 0)
+        // A global option with no subcommand is a usage error, not a crash.
+        let alone = try await d.runCLI(["--json"])
+        #expect(alone.exitCode == 2, "\(alone)")
+    }
+
+    @Test func aZeroConfigNodeIsStandalone() async throws {
+        let d = try sharedDaemon()
+        let result = try await d.runCLI(["status"])
+        #expect(result.stdout.contains("no partners configured (standalone)"), "\(result)")
+        #expect(!result.stdout.contains("OFFLINE"), "\(result)")
+    }
+
     @Test func csvExportImportExportIsByteIdentical() async throws {
         let d = try sharedDaemon()
         let first = d.folder.appendingPathComponent("first.csv").path

@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import ProgSyncCore
 @testable import ProgSyncDaemon
+import ProgSyncHTTPClient
 import ProgSyncStore
 import Testing
 
@@ -97,6 +98,30 @@ struct OpenAPITests {
         }
     }
 
+    /// Every error code the daemon's sources can answer with is in the document's `Error.error`
+    /// enum (schemathesis checks the answers it happens to provoke; this checks the rest).
+    @Test func everyErrorCodeIsDocumented() throws {
+        let text = try String(contentsOf: Self.documentURL, encoding: .utf8)
+        let errorSchema = try #require(text.range(of: "\n    Error:\n"))
+        let enumLine = try #require(text[errorSchema.upperBound...].split(separator: "\n").first { $0.contains("enum: [") })
+        let documented = Set(enumLine.split(separator: "[")[1].split(separator: "]")[0].split(separator: ",")
+            .map { $0.trimmingCharacters(in: .whitespaces) })
+        let sources = Self.documentURL.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Sources/ProgSyncDaemon")
+        var used = Set<String>()
+        for file in try FileManager.default.contentsOfDirectory(atPath: sources.path) where file.hasSuffix(".swift") {
+            let source = try String(contentsOf: sources.appendingPathComponent(file), encoding: .utf8)
+            for pattern in [#"APIError\(\.[a-zA-Z]+, "([a-z-]+)""#, #"code = "([a-z-]+)""#, #""error": "([a-z-]+)""#] {
+                for match in source.matches(of: try Regex(pattern)) {
+                    if let code = match.output[1].substring { used.insert(String(code)) }
+                }
+            }
+        }
+        #expect(used.isSuperset(of: ["bad-request", "not-found", "invalid", "bad-bundle", "method-not-allowed"]), "the scan works: \(used)")
+        for code in used.sorted() {
+            #expect(documented.contains(code), "error code \(code) is answered but not documented in Error.error")
+        }
+    }
+
     @Test func everyRegisteredRouteIsDocumented() throws {
         let documented = Set(try Self.documentedRoutes())
         let registered = try Self.registered()
@@ -108,10 +133,46 @@ struct OpenAPITests {
         }
     }
 
+    /// A known path with a method it does not serve is 405 with `Allow` and the JSON error
+    /// shape (HTTP's rule, and what schemathesis's `unsupported_method` check asks); unknown
+    /// paths stay 404.
+    @Test func undeclaredMethodsAre405WithAllow() async throws {
+        let d = try sharedDaemon()
+        for (method, path, allow) in [
+            ("TRACE", "/v1/status", "GET"), ("POST", "/v1/digest", "GET"),
+            ("POST", "/v1/records/al1.r01.a01/history", "GET"),
+            ("POST", "/v1/records/al1.r01.a01", "DELETE, GET, PATCH, PUT"), ("DELETE", "/v1/bundle", "GET, POST"),
+        ] {
+            let reply = try await d.request(method, path)
+            #expect(reply.status == 405, "\(method) \(path): \(reply)")
+            #expect(reply.headers.first { $0.name.lowercased() == "allow" }?.value == allow, "\(method) \(path): \(reply.headers)")
+            #expect(reply.isErrorShape && reply.json["error"] == "method-not-allowed", "\(method) \(path): \(reply)")
+        }
+        let unknown = try await d.request("TRACE", "/v1/nothing")
+        #expect(unknown.status == 404 && unknown.isErrorShape, "\(unknown)")
+    }
+
+    /// What schemathesis found where the server was looser or stricter than the document.
+    @Test func queryAndPathValuesAreReadAsDocumented() async throws {
+        let d = try sharedDaemon()
+        // A filter that can only match a well-formed value is checked like one.
+        for query in ["result=", "actionLine=", "owner=", "owner=Politie", "result=a%20b"] {
+            let reply = try await d.request("GET", "/v1/records?" + query)
+            #expect(reply.status == 400 && reply.isErrorShape, "?\(query): \(reply)")
+        }
+        // Form encoding: `+` is a space, `%2B` a plus.
+        let delayed = try await d.count("status=delayed")
+        #expect(delayed > 0)
+        #expect(try await d.count("status=In+uitvoering+maar+met+vertraging") == delayed)
+        #expect(try await d.request("GET", "/v1/records?q=%2B%2B%2B").status == 200)
+        // A conflict id splits at its first "~" even when a combining mark follows it.
+        let resolve = try await d.request("POST", "/v1/conflicts/al1~%CC%81status/resolve", body: ["pick": 0])
+        #expect(resolve.status == 404 && resolve.isErrorShape, "\(resolve)")
+    }
+
     @Test func everyDocumentedRouteIsServed() async throws {
         let d = try sharedDaemon()
-        // The detector works: a method the router does not know is "no such route".
-        #expect(Self.isNoSuchRoute(try await d.request("POST", "/v1/digest")))
+        // The detector works: a path the router does not know is "no such route".
         #expect(Self.isNoSuchRoute(try await d.request("GET", "/v1/nothing")))
 
         for route in try Self.documentedRoutes() {
