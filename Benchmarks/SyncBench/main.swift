@@ -8,10 +8,10 @@
 // 2. Propagation: `changes` status changes on A, one at a time; for each, the time until B's change
 //    stream (/v1/events) shows it.
 // 3. Reconciliation: B reconciles with A, three times with equal replicas, then three times after
-//    1% of B's fields were changed in SQLite behind the daemon's back (stop, corrupt, start). The
-//    anchor is one raw SQLite pass over B's fields table in the same run.
+//    1% of B's fields were changed in SQLite behind the daemon's back (stop, corrupt, start), then
+//    three times after 0.01%. The anchor is one raw SQLite pass over B's fields table in the same run.
 // The last two lines are `initial-sync: <N> changes/s over TLS (merge-only <M> changes/s, ratio <N/M>)`
-// and `reconcile: equal <X> ms, 1% diverged <Y> ms` (medians).
+// and `reconcile: equal <X> ms, 1% diverged <Y> ms (<Y/X>x), 0.01% diverged <Z> ms (<Z/X>x)` (medians).
 import Foundation
 import GRDB
 import ProgSyncCore
@@ -322,24 +322,32 @@ for _ in 0..<3 {
 }
 print("reconcile equal: median \(fmt(median(equalMs), 1)) ms; anchor: raw SQLite scan of the same \(fieldCount) fields \(fmt(median(anchorMs), 1)) ms (ratio \(fmt(median(equalMs) / median(anchorMs), 2)))")
 
-var divergedMs: [Double] = []
-for round in 0..<3 {
-    let bProcess = children.last { $0.isRunning && $0.arguments?.contains(b.folder) == true }!
-    kill(bProcess.processIdentifier, SIGTERM)
-    bProcess.waitUntilExit()
-    let changed = try DatabaseQueue(path: b.folder + "/replica.sqlite").write { db -> Int in
-        try db.execute(sql: "UPDATE fields SET value = '\"gewijzigd buiten progsyncd om \(round)\"' WHERE abs(random()) % 100 = 0")
-        return db.changesCount
+/// Stops B, changes one field in `modulo` behind its back, starts it, and times the
+/// reconciliation that finds and repairs them, three times.
+@MainActor func divergedRuns(_ label: String, modulo: Int) async throws -> [Double] {
+    var times: [Double] = []
+    for round in 0..<3 {
+        let bProcess = children.last { $0.isRunning && $0.arguments?.contains(b.folder) == true }!
+        kill(bProcess.processIdentifier, SIGTERM)
+        bProcess.waitUntilExit()
+        let changed = try await DatabaseQueue(path: b.folder + "/replica.sqlite").write { db -> Int in
+            try db.execute(sql: "UPDATE fields SET value = '\"gewijzigd buiten progsyncd om \(label) \(round)\"' WHERE abs(random()) % \(modulo) = 0")
+            return db.changesCount
+        }
+        try start(b)
+        _ = try await call(b, "GET", "/v1/status")
+        let (ms, report) = try await reconcileB()
+        let repaired = report["selfCheck"]?["fieldsRepaired"]?.intValue ?? 0
+        guard repaired == changed else { throw BenchError("changed \(changed) fields but the report repaired \(repaired)") }
+        try await waitForEqualDigests()
+        times.append(ms)
+        print("    self-check: \(report["selfCheck"]?.canonicalString ?? "")")
+        print("  reconcile (\(label) diverged): \(changed) of \(fieldCount) fields changed behind the daemon's back; detected and repaired in \(fmt(ms, 1)) ms")
     }
-    try start(b)
-    _ = try await call(b, "GET", "/v1/status")
-    let (ms, report) = try await reconcileB()
-    let repaired = report["selfCheck"]?["fieldsRepaired"]?.intValue ?? 0
-    guard repaired == changed else { throw BenchError("changed \(changed) fields but the report repaired \(repaired)") }
-    try await waitForEqualDigests()
-    divergedMs.append(ms)
-    print("    self-check: \(report["selfCheck"]?.canonicalString ?? "")")
-    print("  reconcile (1% diverged): \(changed) of \(fieldCount) fields changed behind the daemon's back; detected and repaired in \(fmt(ms, 1)) ms")
+    return times
 }
+let divergedMs = try await divergedRuns("1%", modulo: 100)
+let slightlyDivergedMs = try await divergedRuns("0.01%", modulo: 10_000)
 print(initialSyncLine)
-print("reconcile: equal \(fmt(median(equalMs))) ms, 1% diverged \(fmt(median(divergedMs))) ms")
+let equal = median(equalMs), diverged = median(divergedMs), slightly = median(slightlyDivergedMs)
+print("reconcile: equal \(fmt(equal)) ms, 1% diverged \(fmt(diverged)) ms (\(fmt(diverged / equal, 1))x), 0.01% diverged \(fmt(slightly)) ms (\(fmt(slightly / equal, 1))x)")

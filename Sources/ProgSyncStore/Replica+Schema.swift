@@ -167,6 +167,17 @@ extension Replica {
                 );
                 """)
         }
+        migrator.registerMigration("v8-verified-record-sums") { db in
+            // Each record's entry sum as of the last self-check that found its bucket sound: a
+            // local hint that tells a repair which records of a diverged bucket changed, so it
+            // reads and writes only those. Never replicated; the digest stays the judge.
+            try db.execute(sql: """
+                CREATE TABLE record_sums (
+                    record TEXT PRIMARY KEY,
+                    sum BLOB NOT NULL
+                ) WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 }
