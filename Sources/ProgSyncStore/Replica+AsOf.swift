@@ -12,7 +12,7 @@ public struct RecordsAsOf: Sendable {
     public let cut: Stamp
     /// The newest arrival in the log it was computed from: a later arrival may change it.
     public let lastLSN: Int64
-    let records: [String: [String: AsOfFold.Slot]]
+    let records: [String: [AsOfFold.Slot]]
     /// Records with a kind, in id order (SQLite's byte order): what a list walks.
     let listed: [String]
 
@@ -25,18 +25,16 @@ public struct RecordsAsOf: Sendable {
     /// Record ids matching a query, in id order, and how many match in all: `Replica.recordIDs`
     /// over this state.
     public func recordIDs(_ query: RecordQuery) -> (ids: [String], total: Int) {
-        func winner(_ fields: [String: AsOfFold.Slot], _ name: String) -> [UInt8]? { fields[name]?.frontier.winner.value }
-        func equals(_ fields: [String: AsOfFold.Slot], _ name: String, _ wanted: String?) -> Bool {
-            guard let wanted else { return true }
-            return winner(fields, name) == Array(JSONValue.string(wanted).canonicalString.utf8)
+        func winner(_ fields: [AsOfFold.Slot], _ name: String) -> [UInt8]? { fields.first { $0.field == name }?.frontier.winner.value }
+        let wanted = [("kind", query.kind), ("status", query.status), ("owner", query.owner), ("result", query.result),
+                      ("actionLine", query.actionLine)].compactMap { field, value in
+            value.map { (field, Array(JSONValue.string($0).canonicalString.utf8)) }
         }
         let needle = query.text.flatMap { $0.isEmpty ? nil : Self.asciiLowercased(Array($0.utf8)) }
         var matching: [String] = []
         for id in listed {
             let fields = records[id]!
-            guard equals(fields, "kind", query.kind), equals(fields, "status", query.status), equals(fields, "owner", query.owner),
-                  equals(fields, "result", query.result), equals(fields, "actionLine", query.actionLine)
-            else { continue }
+            guard wanted.allSatisfy({ winner(fields, $0.0) == $0.1 }) else { continue }
             let deleted = winner(fields, "deleted") == Array("true".utf8)
             switch query.deleted {
             case .exclude: if deleted { continue }
@@ -69,7 +67,9 @@ public struct RecordsAsOf: Sendable {
 /// Folds logged changes into field frontiers with `MergeRule`, in arrival order: a commit is
 /// applied only after what it supersedes, as `MergeRule.merge` expects.
 struct AsOfFold {
+    /// One field; a record's few fields are searched in a short array, cheaper than hashing.
     struct Slot: Sendable {
+        var field: String
         var frontier: FieldFrontier
         /// What this field's folded changes superseded. A version named here that comes later
         /// (a commit put back into a log that had lost it, after those that superseded it) is
@@ -77,25 +77,31 @@ struct AsOfFold {
         var gone: [CommitRef] = []
     }
 
-    var records: [String: [String: Slot]] = [:]
+    var records: [String: [Slot]] = [:]
 
     /// Folds one stored commit body; `only` keeps one record's changes.
     mutating func add(_ body: [UInt8], only: String? = nil) throws {
         let stored = try Commit.storedChanges(body)
-        for change in stored.changes where only == nil || change.record == only {
-            let version = FieldVersion(value: change.valueBytes, stamp: stored.stamp, origin: stored.ref.origin, seq: stored.ref.seq)
-            let slot = records[change.record]?[change.field]
-            if let slot, slot.gone.contains(version.ref) { continue }
-            let frontier = MergeRule.merge(slot?.frontier, with: version, supersedes: change.supersedes)
-            records[change.record, default: [:]][change.field] = Slot(frontier: frontier, gone: (slot?.gone ?? []) + change.supersedes)
+        let changes = stored.changes
+        var start = 0
+        // A commit's changes come grouped by record: one lookup per record, not per field.
+        while start < changes.count {
+            let record = changes[start].record
+            var end = start + 1
+            while end < changes.count, changes[end].record == record { end += 1 }
+            defer { start = end }
+            if let only, record != only { continue }
+            records[record, default: []].fold(changes[start..<end], stamp: stored.stamp, ref: stored.ref)
         }
     }
 
     /// Winners sorted by field, then losers by field and commit, as the stored tables give them.
-    static func rows(_ fields: [String: Slot]) -> [StoredFieldRow] {
+    static func rows(_ fields: [Slot]) -> [StoredFieldRow] {
         var winners: [StoredFieldRow] = []
         var losers: [StoredFieldRow] = []
-        for (field, slot) in fields {
+        winners.reserveCapacity(fields.count)
+        for slot in fields {
+            let field = slot.field
             func row(_ v: FieldVersion, loser: Bool) -> StoredFieldRow {
                 StoredFieldRow(field: field, value: v.value, stamp: v.stamp, origin: v.origin.rawValue, seq: v.seq, author: nil, isLoser: loser)
             }
@@ -108,6 +114,24 @@ struct AsOfFold {
                 : a.origin != b.origin ? a.origin.utf8.lexicographicallyPrecedes(b.origin.utf8) : a.seq < b.seq
         }
         return winners + losers
+    }
+}
+
+extension [AsOfFold.Slot] {
+    /// Merges one commit's changes of a record into its fields, in place.
+    mutating func fold(_ changes: ArraySlice<Commit.StoredChange>, stamp: Stamp, ref: CommitRef) {
+        if isEmpty { reserveCapacity(Swift.max(changes.count, 4)) }
+        for change in changes {
+            let version = FieldVersion(value: change.valueBytes, stamp: stamp, origin: ref.origin, seq: ref.seq)
+            guard let i = firstIndex(where: { $0.field == change.field }) else {
+                append(AsOfFold.Slot(field: change.field, frontier: MergeRule.merge(nil, with: version, supersedes: change.supersedes),
+                                     gone: change.supersedes))
+                continue
+            }
+            if self[i].gone.contains(version.ref) { continue }
+            self[i].frontier = MergeRule.merge(self[i].frontier, with: version, supersedes: change.supersedes)
+            self[i].gone += change.supersedes
+        }
     }
 }
 
@@ -132,7 +156,7 @@ extension Replica {
                 try fold.add(body)
             }
             let lastLSN = try Int64.fetchOne(db, sql: "SELECT max(lsn) FROM commits") ?? 0
-            let listed = fold.records.compactMap { $0.value["kind"] == nil ? nil : $0.key }
+            let listed = fold.records.compactMap { record in record.value.contains { $0.field == "kind" } ? record.key : nil }
                 .sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
             return RecordsAsOf(cut: cut, lastLSN: lastLSN, records: fold.records, listed: listed)
         }
