@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import ProgSyncCore
 import ProgSyncStore
 import Testing
@@ -181,6 +182,31 @@ import Testing
             try fresh.close()
         }
         return nil
+    }
+
+    /// A commit deleted from the log and put back from a partner arrives after the commit that
+    /// superseded it; as of any moment it is still superseded, as it is in the current state.
+    @Test func aCommitPutBackIntoTheLogAfterItsSuccessorStaysSuperseded() throws {
+        let network = TestNetwork(nodes: [("n0", "jenv")])
+        defer { network.cleanUp() }
+        var node = try network.replica("n0")
+        let first = try node.commitLocal(author: "a", writes: [
+            FieldWrite(record: "a1", field: "kind", value: "activity"), FieldWrite(record: "a1", field: "title", value: "old"),
+        ])
+        try node.commitLocal(author: "a", writes: [FieldWrite(record: "a1", field: "title", value: "new")])
+        try node.close()
+        let queue = try DatabaseQueue(path: network.path("n0"))
+        try queue.write { db in try db.execute(sql: "DELETE FROM commits WHERE seq = 1") }
+        try queue.close()
+        node = try network.replica("n0")
+        #expect(try node.apply([first]).restored == 1)
+        let now = try node.storedRows(ofRecord: "a1")
+        #expect(now.allSatisfy { !$0.isLoser })
+        let end = Stamp(rawValue: .max >> 1)
+        let withoutAuthors = now.map { var r = $0; r.author = nil; return r }
+        #expect(try node.recordsAsOf(end).rows(ofRecord: "a1") == withoutAuthors)
+        #expect(try node.storedRows(ofRecord: "a1", asOf: end) == now)
+        try node.close()
     }
 
     /// Shuffled, with duplicates, in small batches: arrival order must not matter.
