@@ -124,6 +124,13 @@ let package = Package(
             path: "Benchmarks/ProgSyncBench",
             swiftSettings: swiftSettings
         ),
+        // The programme as of a date over 100k activities, next to listing their current state.
+        .executableTarget(
+            name: "ProgSyncAsOfBench",
+            dependencies: ["ProgSyncCore", "ProgSyncStore"],
+            path: "Benchmarks/AsOfBench",
+            swiftSettings: swiftSettings
+        ),
         // Applies one large batch so the crash test can kill it mid-transaction.
         .executableTarget(
             name: "progsync-crash-writer",

@@ -37,11 +37,13 @@ extension RecordsCommand {
                   progsync records list --kind activity --owner politie
                   progsync records list --status "Nog niet in uitvoering" --all
                   progsync records list --action-line al2 --json
+                  progsync records list --kind activity --as-of 2022-12-31
                 """
         )
 
         @OptionGroup var options: GlobalOptions
         @OptionGroup(title: "Filters") var filters: RecordFilterOptions
+        @OptionGroup var asOf: AsOfOption
 
         @Option(help: "Show at most this many records (1–1000; default 100).")
         var limit: Int?
@@ -61,7 +63,7 @@ extension RecordsCommand {
         func run() async throws {
             let api = try options.api()
             if all {
-                let records = try await api.allRecords(query: filters.queryItems)
+                let records = try await api.allRecords(query: filters.queryItems + asOf.queryItems)
                 if options.json {
                     let answer: JSONValue = .object([
                         "records": .array(records), "total": .int(Int64(records.count)),
@@ -73,7 +75,7 @@ extension RecordsCommand {
                 }
                 return
             }
-            var query = filters.queryItems
+            var query = filters.queryItems + asOf.queryItems
             if let limit { query.append(("limit", String(limit))) }
             if let offset { query.append(("offset", String(offset))) }
             let page = try await api.get("/v1/records", query: query)
@@ -105,10 +107,12 @@ extension RecordsCommand {
 
                 Example:
                   progsync records show al1.r01.a01
+                  progsync records show al1.r01.a01 --as-of 2022-12-31
                 """
         )
 
         @OptionGroup var options: GlobalOptions
+        @OptionGroup var asOf: AsOfOption
 
         @Argument(help: "The record id, e.g. al1.r01.a01.")
         var id: String
@@ -116,7 +120,7 @@ extension RecordsCommand {
         func validate() throws { try validateRecordID(id) }
 
         func run() async throws {
-            let record = try await options.api().get(recordPath(id))
+            let record = try await options.api().get(recordPath(id), query: asOf.queryItems)
             Console.out(options.json ? record.prettyString() + "\n" : HumanFormat.recordDetail(record, width: Console.terminalWidth))
         }
     }

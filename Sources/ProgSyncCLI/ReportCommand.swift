@@ -34,6 +34,10 @@ struct ReportCommand: AsyncParsableCommand {
               progsync report > overzicht.md
               progsync report --format html -o overzicht.html
               progsync report --lang en --details -o overview.md
+              progsync report --as-of 2022-12-31 -o jaarverslag-2022.md
+
+            --as-of shows the programme as it stood then, from the signed log: a date means \
+            the end of that day in Amsterdam.
             """
     )
 
@@ -51,17 +55,21 @@ struct ReportCommand: AsyncParsableCommand {
     @Flag(help: "Include each activity's explanation.")
     var details = false
 
+    @OptionGroup var asOf: AsOfOption
+
     var resolvedFormat: ReportFormat { format ?? output.flatMap(ReportFormat.init(path:)) ?? .markdown }
 
     func run() async throws {
         let api = try options.api()
-        let values = try await api.allRecords(query: [])
+        let values = try await api.allRecords(query: asOf.queryItems)
         let report = ProgrammeReport(records: values.compactMap(FlatRecord.init(apiRecord:)))
         if options.json {
             Console.outLine(Self.countsJSON(report).prettyString())
             return
         }
-        let reportOptions = ReportOptions(language: lang, date: Files.today(), details: details)
+        var date = Files.today()
+        if let then = asOf.text { date += " · " + (lang == .nl ? "stand per " : "as of ") + then }
+        let reportOptions = ReportOptions(language: lang, date: date, details: details)
         let text = switch resolvedFormat {
         case .markdown: ReportRenderer.markdown(report, options: reportOptions)
         case .html: ReportRenderer.html(report, options: reportOptions)

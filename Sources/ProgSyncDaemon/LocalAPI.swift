@@ -24,11 +24,12 @@ struct LocalAPI: Sendable {
     var health: HealthChecks? = nil
     var metrics = DaemonMetrics()
     let audit: AuditLog
+    let asOfCache = AsOfCache()
 
     func addRoutes(to router: Router<LocalRequestContext>) {
         router.get("/v1/status") { _, _ in try self.status() }
         router.get("/v1/records") { request, _ in try self.listRecords(request) }
-        router.get("/v1/records/:id") { _, context in try self.getRecord(try Self.pathID(context)) }
+        router.get("/v1/records/:id") { request, context in try self.getRecord(try Self.pathID(context), request) }
         router.put("/v1/records/:id") { request, context in try await self.writeRecord(request, context, mustExist: false) }
         router.patch("/v1/records/:id") { request, context in try await self.writeRecord(request, context, mustExist: true) }
         router.delete("/v1/records/:id") { _, context in try await self.deleteRecord(context) }
@@ -146,23 +147,30 @@ struct LocalAPI: Sendable {
         case "true": withBasis = true
         default: throw APIError.badRequest("basis must be true or false")
         }
-        let (ids, total) = try replica.recordIDs(query)
-        var out = Array(#"{"limit":\#(query.limit),"offset":\#(query.offset),"records":["#.utf8)
+        // As of a moment: the same answer over the state the log gives for then.
+        let asOf = try Self.asOf(q["asOf"])
+        let then = try asOf.map { try asOfCache.records(replica, $0) }
+        let (ids, total) = try then?.recordIDs(query) ?? replica.recordIDs(query)
+        var out = Array("{".utf8)
+        if let asOf { out.append(contentsOf: #""asOf":"\#(asOf.instant)","#.utf8) }
+        out.append(contentsOf: #""limit":\#(query.limit),"offset":\#(query.offset),"records":["#.utf8)
         var first = true
         let org = orgOfOrigin()
         for id in ids {
             // A record deleted for good between the two reads is left out, not an error.
-            guard let document = try recordDocument(id) else { continue }
+            guard let document = try then.map({ RecordDocument(id: id, rows: $0.rows(ofRecord: id)) }) ?? recordDocument(id) else { continue }
             if !first { out.append(UInt8(ascii: ",")) }
             first = false
             document.write(into: &out, withVersions: false, withBasis: withBasis, org: org)
         }
         out.append(contentsOf: #"],"total":\#(total)}"#.utf8)
+        if let then { asOfCache.served(then, lastPage: query.offset + query.limit >= total) }
         return JSONResponse.make(bytes: out)
     }
 
-    func getRecord(_ id: String) throws -> Response {
-        JSONResponse.make(bytes: answer(try existingRecord(id)))
+    func getRecord(_ id: String, _ request: Request) throws -> Response {
+        if let asOf = try Self.asOf(request.formParameters["asOf"]) { return try recordAsOf(id, asOf) }
+        return JSONResponse.make(bytes: answer(try existingRecord(id)))
     }
 
     /// A record's answer for `RecordReadFastPath`; nil when it does not exist. The same bytes
@@ -172,7 +180,7 @@ struct LocalAPI: Sendable {
     }
 
     /// A record with its versions, as `GET /v1/records/{id}` answers it.
-    private func answer(_ document: RecordDocument) -> [UInt8] {
+    func answer(_ document: RecordDocument) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(2048)
         document.write(into: &out, withVersions: true, org: orgOfOrigin())
