@@ -36,6 +36,8 @@ public struct ProgSyncCommand: AsyncParsableCommand {
             SyncCommand.self,
             BundleCommand.self,
             ReconcileCommand.self,
+            BackupCommand.self,
+            ResumeWritesCommand.self,
         ]
     )
 

@@ -69,7 +69,7 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
     let replica = try Replica(configuration: ReplicaConfiguration(
         path: configuration.replicaPath, identity: me.identity, org: me.org, registry: registry!,
         maxClockOffsetMilliseconds: UInt64(configuration.maxClockOffsetSeconds) * 1000))
-    if configuration.loadSampleData, try replica.lastLSN == 0 {
+    if configuration.loadSampleData, try replica.lastLSN == 0, replica.ownChainCatchUp == nil {
         let count = try LocalAPI.loadSample(into: replica, org: me.org)
         logger.info("loaded the 2021 programme", metadata: ["records": "\(count)"])
     }
@@ -82,6 +82,11 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
         try PeerReplicator(peer: p.node, address: p.address, tls: p.tls, replica: replica, events: events, logger: logger)
     }
     services += replicators as [any Service]
+    if replica.ownChainCatchUp != nil {
+        replica.expectOwnChain(from: Set(replicators.map(\.peer.id)))
+        logger.info("restored from a backup: local writes wait until partners give back this node's newer commits",
+                    metadata: ["partners": "\(replicators.map { $0.peer.name ?? $0.peer.id.rawValue })"])
+    }
     let inbound = InboundContact()
     if let listen = configuration.peerListen {
         services.append(try makePeerListener(listen, configuration, tls: tls, replica: replica, me: me, events: events,

@@ -43,6 +43,8 @@ struct LocalAPI: Sendable {
         router.post("/v1/reconcile") { request, _ in try await self.reconcile(request) }
         router.get("/v1/reconcile/reports") { _, _ in try self.reportList() }
         router.get("/v1/reconcile/reports/:id") { _, context in try self.report(try context.parameters.require("id")) }
+        router.post("/v1/backup") { request, _ in try await self.backup(request) }
+        router.post("/v1/resume-writes") { _, _ in try self.resumeWrites() }
     }
 
     // MARK: Reading
@@ -69,6 +71,7 @@ struct LocalAPI: Sendable {
             "connectivity": try connectivityJSON(),
         ]
         if let name = node.name { body["name"] = .string(name) }
+        body["catchingUp"] = catchUpJSON()
         return JSONResponse.make(.object(body))
     }
 

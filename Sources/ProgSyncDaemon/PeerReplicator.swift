@@ -173,6 +173,7 @@ final class PeerReplicator: Service, Sendable {
                     }
                     peerVector = CommitWire.versionVector(hello["versionVector"])
                     try replica.setKnownVector(of: peer.id, peerVector ?? [:])
+                    replica.partnerHolds(peerVector ?? [:], partner: peer.id)
                 }
                 let pushed = try replica.peerCursor(peer.id).pushed
                 // Bounded in bytes as pull answers are, so a batch stays within partners' push limit.
