@@ -96,6 +96,8 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
     let reconciler = Reconciler(replica: replica, peers: endpoints, reports: reports, events: events, logger: logger)
     services.append(NightlyJobs(reconciler: reconciler, schedule: configuration.reconcileSchedule, reports: reports,
                                 replica: replica, events: events, logger: logger))
+    services.append(NightlyBackup(replica: replica, schedule: configuration.backupSchedule, folder: configuration.backupFolder,
+                                  keep: configuration.backupKeep, logger: logger))
     let api = LocalAPI(replica: replica, node: me, limits: configuration.limits, events: events,
                        committer: GroupCommitter(replica: replica, events: events), peers: replicators,
                        reconciler: reconciler, reports: reports, inbound: inbound,
