@@ -59,6 +59,8 @@ import Testing
         #expect(refused == 503 && answer["error"]?.stringValue == "catching-up", "\(answer)")
         let waiting = try await net.request("jenv", "GET", "/v1/status").1["catchingUp"]
         #expect(waiting?["waitingFor"]?.arrayValue?.compactMap(\.stringValue) == ["politie"], "\(waiting ?? .null)")
+        let shown = try PeerNetwork.run(Self.progsync, ["status"] + socket)
+        #expect(shown.output.contains("LOCAL WRITES WAIT") && shown.output.contains("waiting for politie"), "\(shown.output)")
 
         // Back in touch: the node takes its commits back, then its next one follows them.
         try net.start("politie")
