@@ -59,6 +59,11 @@ import Testing
         try queue.write { db in try db.execute(sql: "UPDATE fields SET value = '\"done\"' WHERE field = 'status'") }
         try queue.close()
         #expect { try Replica.checkCopy(at: file) } throws: { ($0 as? ReplicaError)?.code == .corrupt }
+        // A restore checks first: the replica in place is neither replaced nor moved.
+        let before = try Data(contentsOf: URL(fileURLWithPath: network.path("pol")))
+        #expect(throws: ReplicaError.self) { try Replica.restore(from: file, to: network.path("pol"), node: network.identities["pol"]!.id) }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: network.path("pol"))) == before)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: network.folder.path).filter { $0.contains("before-restore") || $0.contains(".restoring") }.isEmpty)
         // A file that is no database at all.
         let junk = network.folder.appendingPathComponent("junk.sqlite").path
         try Data("not a database".utf8).write(to: URL(fileURLWithPath: junk))
