@@ -75,6 +75,13 @@ public enum HumanFormat {
         for (label, value) in rows {
             lines.append(TextTable.pad(label, to: labelWidth) + "  " + value)
         }
+        if let wait = v["catchingUp"] {
+            let partners = (wait["waitingFor"]?.arrayValue ?? []).compactMap(\.stringValue)
+            lines.append("")
+            lines.append("LOCAL WRITES WAIT: restored from a backup \(shortTime(wait["restoredAt"]?.stringValue)); own chain at "
+                + "\(int(wait["ownSeq"])), partners hold \(int(wait["heldByPartners"]))"
+                + (partners.isEmpty ? "" : "; waiting for \(partners.joined(separator: ", "))") + " (`progsync resume-writes` ends the wait)")
+        }
         if let c = v["connectivity"] {
             lines.append("")
             if c["online"]?.boolValue == true {

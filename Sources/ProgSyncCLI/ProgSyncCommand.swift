@@ -42,6 +42,8 @@ public struct ProgSyncCommand: AsyncParsableCommand {
             BundleCommand.self,
             ReconcileCommand.self,
             AuditCommand.self,
+            BackupCommand.self,
+            ResumeWritesCommand.self,
         ]
     )
 

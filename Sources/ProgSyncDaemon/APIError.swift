@@ -28,6 +28,8 @@ struct APIError: Error, HTTPResponseError {
         case .invalid: self.init(.unprocessableContent, "invalid", error.message)
         case .forbidden: self.init(.forbidden, "forbidden", error.message)
         case .notFound: self.init(.notFound, "not-found", error.message)
+        case .exists: self.init(.conflict, "exists", error.message)
+        case .catchingUp: self.init(.serviceUnavailable, "catching-up", error.message)
         default: self.init(.internalServerError, "internal", error.message)
         }
     }

@@ -75,7 +75,7 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
     let replica = try Replica(configuration: ReplicaConfiguration(
         path: configuration.replicaPath, identity: me.identity, org: me.org, registry: registry!,
         maxClockOffsetMilliseconds: UInt64(configuration.maxClockOffsetSeconds) * 1000, schemaVersion: configuration.schemaVersion))
-    if configuration.loadSampleData, try replica.lastLSN == 0 {
+    if configuration.loadSampleData, try replica.lastLSN == 0, replica.ownChainCatchUp == nil {
         let count = try LocalAPI.loadSample(into: replica, org: me.org)
         logger.info("loaded the 2021 programme", metadata: ["records": "\(count)"])
     }
@@ -88,6 +88,11 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
         try PeerReplicator(peer: p.node, address: p.address, tls: p.tls, replica: replica, events: events, metrics: metrics, audit: audit, logger: logger)
     }
     services += replicators as [any Service]
+    if replica.ownChainCatchUp != nil {
+        replica.expectOwnChain(from: Set(replicators.map(\.peer.id)))
+        logger.info("restored from a backup: local writes wait until partners give back this node's newer commits",
+                    metadata: ["partners": "\(replicators.map { $0.peer.name ?? $0.peer.id.rawValue })"])
+    }
     let inbound = InboundContact()
     let notifier = SystemdNotifier()
     let listeners = ["local"] + (configuration.peerListen != nil ? ["peer"] : []) + (configuration.metricsListen != nil ? ["metrics"] : [])
@@ -103,6 +108,8 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
     services.append(NightlyJobs(reconciler: reconciler, schedule: configuration.reconcileSchedule, reports: reports,
                                 replica: replica, events: events, audit: audit, logger: logger))
     let heartbeat = WriterHeartbeat(replica: replica, notifier: notifier, logger: logger)
+    services.append(NightlyBackup(replica: replica, schedule: configuration.backupSchedule, folder: configuration.backupFolder,
+                                  keep: configuration.backupKeep, logger: logger))
     let api = LocalAPI(replica: replica, node: me, limits: configuration.limits, events: events,
                        committer: GroupCommitter(replica: replica, events: events, metrics: metrics), peers: replicators,
                        reconciler: reconciler, reports: reports, inbound: inbound,

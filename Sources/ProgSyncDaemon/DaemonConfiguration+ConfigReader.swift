@@ -26,6 +26,9 @@ extension DaemonConfiguration {
     /// - `progsync.tls.certificate`, `progsync.tls.key`: the node's TLS files (default `<data>/tls-cert.pem`, `<data>/tls-key.pem`)
     /// - `progsync.reconcile.schedule` / `PROGSYNC_RECONCILE_SCHEDULE`: daily "HH:MM" in the node's time zone, or "off" (02:30)
     /// - `progsync.reconcile.keep-days` / `PROGSYNC_RECONCILE_KEEP_DAYS`: how long reconciliation reports are kept (90; 1 to 36,500)
+    /// - `progsync.backup.schedule` / `PROGSYNC_BACKUP_SCHEDULE`: nightly backup, daily "HH:MM" or "off" (off)
+    /// - `progsync.backup.folder` / `PROGSYNC_BACKUP_FOLDER`: where nightly backups go (`<data>/backups`)
+    /// - `progsync.backup.keep` / `PROGSYNC_BACKUP_KEEP`: how many nightly backups are kept (7; 1 to 3,650)
     /// - `progsync.author.share` / `PROGSYNC_AUTHOR_SHARE`: what commits tell partners about their author,
     ///   `name` (the Unix user name) or `pseudonym` (a per-node pseudonym; the default)
     /// `dataDirectory`, when given (the `--data-dir` flag), wins over the key and the environment.
@@ -83,6 +86,13 @@ extension DaemonConfiguration {
         }
         reconcileSchedule = parsedSchedule
         reconcileKeepDays = try config.int(forKey: "reconcile.keep-days", default: 90, in: 1...36_500)
+        let backupAt = config.string(forKey: "backup.schedule", default: "off")
+        guard let parsedBackup = ReconcileSchedule(backupAt) else {
+            throw ConfigurationError("backup.schedule must be a daily time HH:MM (e.g. 03:00) or off, not \(backupAt)")
+        }
+        backupSchedule = parsedBackup
+        backupFolder = config.string(forKey: "backup.folder", default: backupFolder)
+        backupKeep = try config.int(forKey: "backup.keep", default: backupKeep, in: 1...3650)
         let share = config.string(forKey: "author.share", default: AuthorSharing.pseudonym.rawValue)
         guard let parsedShare = AuthorSharing(rawValue: share) else {
             throw ConfigurationError("author.share must be name or pseudonym, not \(share)")

@@ -31,6 +31,10 @@ public struct DaemonConfiguration: Sendable {
     /// When the nightly reconciliation runs; `.off` runs it only on demand.
     public var reconcileSchedule: ReconcileSchedule
     public var reconcileKeepDays: Int
+    /// When the nightly backup runs (off by default), where it goes, and how many are kept.
+    public var backupSchedule: ReconcileSchedule
+    public var backupFolder: String
+    public var backupKeep: Int
     /// What local commits tell partners about their author: the Unix user name, or a pseudonym.
     public var authorShare: AuthorSharing
 
@@ -95,6 +99,9 @@ public struct DaemonConfiguration: Sendable {
         tlsKeyPath = dataDirectory + "/tls-key.pem"
         reconcileSchedule = ReconcileSchedule("02:30")!
         reconcileKeepDays = 90
+        backupSchedule = ReconcileSchedule("off")!
+        backupFolder = dataDirectory + "/backups"
+        backupKeep = 7
         authorShare = .pseudonym
     }
 

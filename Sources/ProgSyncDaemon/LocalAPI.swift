@@ -50,6 +50,8 @@ struct LocalAPI: Sendable {
         router.get("/v1/reconcile/reports/:id") { _, context in try self.report(try context.parameters.require("id")) }
         addHealthRoutes(to: router)
         addAuditRoutes(to: router)
+        router.post("/v1/backup") { request, _ in try await self.backup(request) }
+        router.post("/v1/resume-writes") { _, _ in try self.resumeWrites() }
     }
 
     // MARK: Reading
@@ -77,6 +79,7 @@ struct LocalAPI: Sendable {
         ]
         if let name = node.name { body["name"] = .string(name) }
         body["versions"] = try versionsJSON()
+        body["catchingUp"] = catchUpJSON()
         return JSONResponse.make(.object(body))
     }
 

@@ -193,6 +193,7 @@ final class PeerReplicator: Service, Sendable {
                     let hello = try await greet(push)
                     peerVector = CommitWire.versionVector(hello["versionVector"])
                     try replica.setKnownVector(of: peer.id, peerVector ?? [:])
+                    replica.partnerHolds(peerVector ?? [:], partner: peer.id)
                 }
                 let pushed = try replica.peerCursor(peer.id).pushed
                 // Bounded in bytes as pull answers are, so a batch stays within partners' push limit.

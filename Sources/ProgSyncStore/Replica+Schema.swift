@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Logging
 import ProgSyncCore
 
 extension Replica {
@@ -204,5 +205,43 @@ struct CausalPast: Sendable, Equatable {
             guard pair.count == 2, let id = NodeID(String(pair[0])), let seq = UInt64(pair[1]) else { return nil }
             seqs[id] = seq
         }
+    }
+}
+
+extension Replica {
+    /// Refuses a replica written by a newer build (it went through migrations this build does not
+    /// know): opening it would silently run old code on a newer schema. Returns the applied ones.
+    static func checkNotNewer(_ db: Database, path: String) throws -> [String] {
+        let applied = try migrator.appliedIdentifiers(db)
+        let known = Set(migrator.migrations)
+        let unknown = applied.subtracting(known)
+        guard unknown.isEmpty else {
+            throw ReplicaError(.newerDatabase, "the replica \(path) was written by a newer progsync (schema \(unknown.sorted().joined(separator: ", ")) is unknown to this build); install that version again or restore a backup made by this one")
+        }
+        return migrator.migrations.filter(applied.contains)
+    }
+
+    /// Runs the pending migrations, each in its own transaction (GRDB's migrator). An existing
+    /// replica is first copied beside itself (online backup, checked), so a failed or regretted
+    /// upgrade can go back: `<replica>.before-<first pending migration>-<time>`.
+    static func migrate(_ pool: any DatabaseWriter, path: String, logger: Logger) throws {
+        let applied = try pool.read { db in try checkNotNewer(db, path: path) }
+        let pending = migrator.migrations.filter { !applied.contains($0) }
+        if path != ":memory:", !applied.isEmpty, let first = pending.first {
+            let copy = "\(path).before-\(first)-\(BackupName.timestamp(wallClockMilliseconds()))"
+            let check = try writeCopy(of: pool, to: copy, overwrite: false, manifest: nil)
+            logger.info("copied the replica before migrating it", metadata: [
+                "copy": "\(copy)", "migrations": "\(pending.joined(separator: ","))", "digest": "\(Hex.encode(check.digest))"])
+        }
+        try migrator.migrate(pool)
+    }
+}
+
+/// File-name parts for copies of the replica.
+public enum BackupName {
+    /// `20261202T161500Z`: sorts by time and needs no quoting.
+    public static func timestamp(_ milliseconds: UInt64) -> String {
+        let iso = Stamp.iso8601(milliseconds: milliseconds)
+        return String(iso.prefix(19).filter { $0 != "-" && $0 != ":" }) + "Z"
     }
 }

@@ -133,6 +133,12 @@ public struct ReplicaError: Error, CustomStringConvertible, Sendable {
         public static let forbidden = Code(rawValue: "forbidden")
         public static let notFound = Code(rawValue: "not-found")
         public static let corrupt = Code(rawValue: "corrupt")
+        /// A file the caller asked to create is there already.
+        public static let exists = Code(rawValue: "exists")
+        /// The replica went through migrations this build does not know.
+        public static let newerDatabase = Code(rawValue: "newer-database")
+        /// Restored from a backup: local writes wait for partners (`OwnChainGate`).
+        public static let catchingUp = Code(rawValue: "catching-up")
     }
     public var code: Code
     public var message: String
@@ -170,6 +176,8 @@ public final class Replica: Sendable {
     let state: Mutex<State>
     /// Plain read connections for record point reads; nil for an in-memory replica.
     let recordReader: RecordReader?
+    /// Set while local writes wait after a restore (Replica+Restore.swift).
+    let ownChain: Mutex<OwnChainGate?>
 
     public static let wallClockMilliseconds: @Sendable () -> UInt64 = {
         var ts = timespec()
@@ -203,7 +211,8 @@ public final class Replica: Sendable {
         // GRDB sets synchronous=NORMAL on a pool's writer after prepareDatabase runs; set FULL
         // again on the writer, the only connection that commits.
         try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
-        try Self.migrator.migrate(pool)
+        try Self.migrate(pool, path: configuration.path, logger: configuration.logger)
+        ownChain = Mutex(try Self.loadOwnChainGate(pool))
         if let recordReader {
             try pool.writeWithoutTransaction { db in
                 db.add(transactionObserver: CommitNotifier(reader: recordReader), extent: .databaseLifetime)
@@ -283,6 +292,7 @@ public final class Replica: Sendable {
         }
         do {
             try write { ctx in
+                try passOwnChainGate(&ctx)
                 for i in group.indices where results[i] == nil {
                     let before = ctx
                     do {
@@ -321,7 +331,8 @@ public final class Replica: Sendable {
         let commits = commits.filter { !$0.isEmpty }
         for writes in commits { try Self.validateLocal(writes) }
         return try write { ctx in
-            try commits.map { try ctx.commitLocal(author: author, writes: $0, resolving: false) }
+            try passOwnChainGate(&ctx)
+            return try commits.map { try ctx.commitLocal(author: author, writes: $0, resolving: false) }
         }
     }
 

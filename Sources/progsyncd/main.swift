@@ -8,6 +8,7 @@ import Metrics
 import ProgSyncBuildInfo
 import ProgSyncCore
 import ProgSyncDaemon
+import ProgSyncStore
 
 @main
 struct ProgSyncD: AsyncParsableCommand {
@@ -21,7 +22,7 @@ struct ProgSyncD: AsyncParsableCommand {
             Example: progsyncd --config Config/progsyncd.example.yaml
             """,
         version: BuildInfo.versionLine("progsyncd"),
-        subcommands: [Run.self, Init.self],
+        subcommands: [Run.self, Init.self, Restore.self],
         defaultSubcommand: Run.self)
 }
 
@@ -46,17 +47,7 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         // Whatever the daemon creates (replica, reports, registry) is for its own user only.
         umask(0o077)
-        var providers: [any ConfigProvider] = [EnvironmentVariablesProvider()]
-        if let config {
-            guard FileManager.default.fileExists(atPath: config) else { throw ValidationError("no configuration file at \(config)") }
-            providers.append(try await FileProvider<YAMLSnapshot>(filePath: FilePath(config)))
-        }
-        var configuration: DaemonConfiguration
-        do {
-            configuration = try DaemonConfiguration(reader: ConfigReader(providers: providers), dataDirectory: dataDir)
-        } catch {
-            throw ValidationError("\(error)")
-        }
+        var configuration = try await loadConfiguration(config: config, dataDir: dataDir)
         if let socket { configuration.socketPath = socket }
         if empty { configuration.loadSampleData = false }
         if let logLevel {
@@ -72,6 +63,61 @@ struct Run: AsyncParsableCommand {
             MetricsSystem.bootstrap(metrics.factory)
             let daemon = try buildDaemon(configuration: configuration, logger: logger, metrics: metrics)
             try await daemon.run()
+        } catch let error as ConfigurationError {
+            FileHandle.standardError.write(Data("progsyncd: \(error.description)\n".utf8))
+            throw ExitCode(1)
+        } catch let error as ReplicaError {
+            // A replica from a newer version, say: one line, no stack of wrappers.
+            FileHandle.standardError.write(Data("progsyncd: \(error.message)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// The daemon's configuration from the environment, an optional YAML file and --data-dir.
+func loadConfiguration(config: String?, dataDir: String?) async throws -> DaemonConfiguration {
+    var providers: [any ConfigProvider] = [EnvironmentVariablesProvider()]
+    if let config {
+        guard FileManager.default.fileExists(atPath: config) else { throw ValidationError("no configuration file at \(config)") }
+        providers.append(try await FileProvider<YAMLSnapshot>(filePath: FilePath(config)))
+    }
+    do {
+        return try DaemonConfiguration(reader: ConfigReader(providers: providers), dataDirectory: dataDir)
+    } catch {
+        throw ValidationError("\(error)")
+    }
+}
+
+struct Restore: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Replace this node's replica with a backup made by `progsync backup` (the daemon must be stopped).",
+        discussion: """
+            The file is checked first (SQLite integrity, digest, that it is a backup of this node);             the previous replica is kept beside it as replica.sqlite.before-restore-<time>. After             the restore the node takes back from its partners the commits it made after the backup,             and accepts local writes again once every partner has answered (or after             `progsync resume-writes`).
+
+            Example: progsyncd restore /backup/progsync-2026-12-01.sqlite --data-dir /var/lib/progsync
+            """)
+
+    @Argument(help: "The backup file.")
+    var file: String
+
+    @Option(name: .long, help: "YAML configuration file, for progsync.data.")
+    var config: String?
+
+    @Option(name: .long, help: "Data folder of the node (overrides progsync.data and $PROGSYNC_DATA).")
+    var dataDir: String?
+
+    func run() async throws {
+        umask(0o077)
+        let configuration = try await loadConfiguration(config: config, dataDir: dataDir)
+        do {
+            let outcome = try restoreReplica(configuration: configuration, from: file)
+            print("""
+                restored:  \(file) → \(configuration.dataDirectory)/replica.sqlite
+                digest:    \(Hex.encode(outcome.check.digest))
+                taken at:  \(Stamp.iso8601(milliseconds: outcome.check.manifest?.takenAt ?? 0))
+                previous:  \(outcome.previous ?? "none (the folder had no replica)")
+                next:      start progsyncd; local writes wait until its partners have given back this node's newer commits
+                """)
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data("progsyncd: \(error.description)\n".utf8))
             throw ExitCode(1)
