@@ -73,7 +73,7 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
         let count = try LocalAPI.loadSample(into: replica, org: me.org)
         logger.info("loaded the 2021 programme", metadata: ["records": "\(count)"])
     }
-    let events = EventBroadcaster(startingAfter: try replica.lastLSN)
+    let events = try EventBroadcaster(following: replica)
     // The group stops services in reverse order: the event broadcaster goes first, ending SSE
     // streams and long polls, so the listeners can drain at once.
     var services: [any Service] = []
@@ -88,11 +88,11 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
                                              inbound: inbound, logger: logger))
     }
     let reports = ReconcileReports(directory: configuration.reportsPath, keepDays: configuration.reconcileKeepDays)
-    let reconciler = Reconciler(replica: replica, peers: endpoints, reports: reports, events: events, logger: logger)
+    let reconciler = Reconciler(replica: replica, peers: endpoints, reports: reports, logger: logger)
     services.append(NightlyJobs(reconciler: reconciler, schedule: configuration.reconcileSchedule, reports: reports,
-                                replica: replica, events: events, logger: logger))
+                                replica: replica, logger: logger))
     let api = LocalAPI(replica: replica, node: me, limits: configuration.limits, events: events,
-                       committer: GroupCommitter(replica: replica, events: events), peers: replicators,
+                       committer: GroupCommitter(replica: replica), peers: replicators,
                        reconciler: reconciler, reports: reports, inbound: inbound,
                        authors: CommitAuthors(sharing: configuration.authorShare, replica: replica))
     let router = Router(context: LocalRequestContext.self)

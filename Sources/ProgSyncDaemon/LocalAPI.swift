@@ -32,7 +32,7 @@ struct LocalAPI: Sendable {
         router.get("/v1/conflicts") { _, _ in try self.conflicts() }
         router.post("/v1/conflicts/:id/resolve") { request, context in try await self.resolve(request, context) }
         router.get("/v1/quarantine") { _, _ in try self.quarantine() }
-        router.post("/v1/quarantine/:hash/release") { _, context in try self.release(try context.parameters.require("hash")) }
+        router.post("/v1/quarantine/:hash/release") { _, context in try await self.release(try context.parameters.require("hash")) }
         router.get("/v1/digest") { _, _ in try self.digest() }
         router.post("/v1/import") { request, context in try await self.importRecords(request, context) }
         router.get("/v1/events") { request, _ in try self.eventStream(request) }
@@ -224,10 +224,9 @@ struct LocalAPI: Sendable {
         return JSONResponse.make(.object(["held": .array(held)]))
     }
 
-    func release(_ hashText: String) throws -> Response {
+    func release(_ hashText: String) async throws -> Response {
         guard let hash = Hex.decode(hashText), hash.count == 32 else { throw APIError.badRequest("hash must be 64 hex digits") }
-        let report = try replica.releaseHeld(hash: hash)
-        events.publish(replica: replica)
+        let report = try await replica.writing { try $0.releaseHeld(hash: hash) }
         return JSONResponse.make(.object([
             "applied": .int(Int64(report.applied)), "held": .int(Int64(report.held.count)), "rejected": .int(Int64(report.rejected.count)),
         ]))
@@ -360,7 +359,7 @@ struct LocalAPI: Sendable {
     func importRecords(_ request: Request, _ context: LocalRequestContext) async throws -> Response {
         let answer = try await applyImport(request, context)
         // Only now are the parsed body and the built commits freed, so there is memory to hand back.
-        replica.releaseMemory()
+        try? await replica.writing { $0.releaseMemory() }
         return JSONResponse.make(answer)
     }
 
@@ -368,11 +367,11 @@ struct LocalAPI: Sendable {
         let body = try await jsonBody(request, limit: limits.maxImportBytes)
         let list = body["records"]?.arrayValue ?? body.arrayValue
         guard let list else { throw APIError.badRequest("body must be {\"records\": [...]} or an array of records") }
-        let plan = try ImportPlan(rows: try ImportPlan.rows(list), defaultOwner: node.org, replica: replica)
+        let rows = try ImportPlan.rows(list), org = node.org
+        let plan = try await replica.reading { try ImportPlan(rows: rows, defaultOwner: org, replica: $0) }
         let author = try await commitAuthor(context)
-        let commits = try replica.commitLocalBatch(author: author, commits: plan.batches)
-        if !commits.isEmpty { events.publish(replica: replica) }
-        return plan.answer(commits: commits.count)
+        let commits = try await replica.writing { try $0.commitLocalBatch(author: author, commits: plan.batches).count }
+        return plan.answer(commits: commits)
     }
 
     /// Loads the bundled 2021 programme into an empty replica.

@@ -78,15 +78,13 @@ actor Reconciler {
     let replica: Replica
     let peers: [PeerEndpoint]
     let reports: ReconcileReports
-    let events: EventBroadcaster
     let logger: Logger
     private var running: Task<JSONValue, Never>?
 
-    init(replica: Replica, peers: [PeerEndpoint], reports: ReconcileReports, events: EventBroadcaster, logger: Logger) {
+    init(replica: Replica, peers: [PeerEndpoint], reports: ReconcileReports, logger: Logger) {
         self.replica = replica
         self.peers = peers
         self.reports = reports
-        self.events = events
         var logger = logger
         logger[metadataKey: "job"] = "reconcile"
         self.logger = logger
@@ -118,7 +116,7 @@ actor Reconciler {
         var selfCheck: [String: JSONValue] = [:]
         do {
             let checkStart = ContinuousClock.now
-            var integrity = try replica.checkIntegrity()
+            var integrity = try await replica.reading { try $0.checkIntegrity() }
             selfCheck["checkMs"] = .int((ContinuousClock.now - checkStart).milliseconds)
             selfCheck["fieldsChecked"] = .int(Int64(integrity.fieldsChecked))
             selfCheck["missingCommits"] = .int(Int64(integrity.missingCommitCount))
@@ -132,12 +130,12 @@ actor Reconciler {
                     for (origin, ranges) in integrity.missingCommits {
                         for range in ranges {
                             guard let commits = try? await connection.commits(origin: origin, seqs: range) else { continue }
-                            let r = try replica.apply(commits)
+                            let r = try await replica.writing { try $0.apply(commits) }
                             restored += r.restored
                             restoredRecords.formUnion(r.restoredRecords)
                         }
                     }
-                    integrity = try replica.checkIntegrity()
+                    integrity = try await replica.reading { try $0.checkIntegrity() }
                     if integrity.missingCommits.isEmpty { break }
                 }
                 selfCheck["commitsRestored"] = .int(Int64(restored))
@@ -150,7 +148,8 @@ actor Reconciler {
                     logger.error("replica differs from its own digest: rebuilding from the commit log",
                                  metadata: ["buckets": "\(integrity.divergedBuckets.count)"])
                 }
-                let rebuilt = try replica.rebuild(buckets: Set(integrity.divergedBuckets), records: restoredRecords)
+                let buckets = Set(integrity.divergedBuckets), records = restoredRecords
+                let rebuilt = try await replica.writing { try $0.rebuild(buckets: buckets, records: records) }
                 selfCheck["recordsRebuilt"] = .int(Int64(rebuilt.records))
                 selfCheck["fieldsRepaired"] = .int(Int64(rebuilt.fieldsRepaired))
                 selfCheck["conflictsRepaired"] = .int(Int64(rebuilt.conflictsRepaired))
@@ -161,9 +160,8 @@ actor Reconciler {
                         "fields": "\(rebuilt.fieldsRepaired)", "conflicts": "\(rebuilt.conflictsRepaired)",
                         "examples": "\(rebuilt.examples.prefix(5).joined(separator: ","))",
                     ])
-                    events.publish(replica: replica)
                 }
-                let after = try replica.checkIntegrity()
+                let after = try await replica.reading { try $0.checkIntegrity() }
                 if !after.divergedBuckets.isEmpty {
                     reasons.append("\(after.divergedBuckets.count) digest buckets still differ from the winners after the rebuild")
                 }
@@ -223,7 +221,7 @@ actor Reconciler {
                 throw PeerError("the peer at \(peer.address) is node \(hello["node"]?.stringValue ?? "?"), not \(peer.node.id)")
             }
             var theirs = CommitWire.versionVector(hello["versionVector"])
-            try replica.setKnownVector(of: peer.node.id, theirs)
+            try await replica.writing { [theirs] in try $0.setKnownVector(of: peer.node.id, theirs) }
             let ours = replica.versionVector
             let registry = replica.registry
             var unknownOrigins = 0
@@ -235,13 +233,12 @@ actor Reconciler {
                     continue
                 }
                 let commits = try await connection.commits(origin: origin, seqs: ((ours[origin] ?? 0) + 1)...seq)
-                let r = try replica.apply(commits)
+                let r = try await replica.writing { try $0.apply(commits) }
                 fetched += r.applied
                 held += r.held.count
                 rejected += r.rejected.count
             }
-            if fetched > 0 { events.publish(replica: replica) }
-            let missing = try replica.rawCommits(missingFrom: theirs)
+            let missing = try await replica.reading { [theirs] in try $0.rawCommits(missingFrom: theirs) }
             var rest = missing[...]
             while !rest.isEmpty {
                 let batch = rest.prefix(PeerReplicator.pushBatch).prefix(bodyBytes: PeerAPI.maxBatchBytes)
@@ -260,7 +257,7 @@ actor Reconciler {
             // 2. Digests: one round trip when they agree.
             let digest = fetched + sent > 0 ? try await connection.call("GET", "/v1/peer/hello", timeout: .seconds(15)) : hello
             theirs = CommitWire.versionVector(digest["versionVector"])
-            try replica.setKnownVector(of: peer.node.id, theirs)
+            try await replica.writing { [theirs] in try $0.setKnownVector(of: peer.node.id, theirs) }
             let vectorsEqual = theirs.filter { $0.value > 0 } == replica.versionVector.filter { $0.value > 0 }
             o["vectorsEqual"] = .bool(vectorsEqual)
             let digestsEqual = digest["digest"]?.stringValue == Hex.encode(replica.digestRoot)
@@ -340,11 +337,13 @@ actor Reconciler {
             let body = JSONValue.object(["buckets": .array(page.map { .int(Int64($0)) })]).canonicalBytes
             theirEntries.merge(try Self.entries(try await connection.call("POST", "/v1/peer/digest/entries", body: body))) { a, _ in a }
         }
-        func differing() throws -> [String] {
-            let ours = Dictionary(try replica.digestEntries(buckets: buckets).map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
-            return Set(ours.keys).union(theirEntries.keys).filter { ours[$0]?.hash != theirEntries[$0]?.hash }.sorted()
+        let differingBuckets = buckets, theirs = theirEntries
+        func differing() async throws -> [String] {
+            let ours = Dictionary(try await replica.reading { try $0.digestEntries(buckets: differingBuckets) }.map { ($0.key, $0) },
+                                  uniquingKeysWith: { a, _ in a })
+            return Set(ours.keys).union(theirs.keys).filter { ours[$0]?.hash != theirs[$0]?.hash }.sorted()
         }
-        let before = try differing()
+        let before = try await differing()
         n.entriesDiffering = before.count
         // Winners we do not hold in our log although our vector covers them: fetch and restore.
         // Only those: an entry beyond our vector is no commit the partner could have sent us (the
@@ -354,14 +353,14 @@ actor Reconciler {
         for key in before {
             if let e = theirEntries[key] { records.insert(e.record) } else { records.insert(String(key.prefix { $0 != "~" })) }
             guard let e = theirEntries[key], let origin = NodeID(e.origin), e.seq <= vector[origin] ?? 0,
-                try replica.rawCommits(origin: origin, seqs: e.seq...e.seq).isEmpty
+                try await replica.reading({ try $0.rawCommits(origin: origin, seqs: e.seq...e.seq) }).isEmpty
             else { continue }
             let commits = try await connection.commits(origin: origin, seqs: e.seq...e.seq)
-            n.commitsRestored += try replica.apply(commits).restored
+            n.commitsRestored += try await replica.writing { try $0.apply(commits) }.restored
         }
-        let rebuilt = try replica.rebuild(buckets: [], records: records)
+        let rebuilt = try await replica.writing { [records] in try $0.rebuild(buckets: [], records: records) }
         n.repaired = rebuilt.fieldsRepaired + rebuilt.conflictsRepaired
-        let after = try differing()
+        let after = try await differing()
         n.remaining = after.count
         n.examples = Array(after.prefix(10))
         return n
@@ -456,7 +455,6 @@ struct NightlyJobs: Service {
     let schedule: ReconcileSchedule
     let reports: ReconcileReports
     let replica: Replica
-    let events: EventBroadcaster
     let logger: Logger
 
     func run() async throws {
@@ -489,10 +487,9 @@ struct NightlyJobs: Service {
         while (try? await gracefulSleep(.seconds(10))) != nil {
             guard let held = try? replica.attentionCounts().held, held > 0 else { continue }
             do {
-                let report = try replica.retryHeld()
+                let report = try await replica.writing { try $0.retryHeld() }
                 if report.applied > 0 {
                     logger.info("quarantined commits applied", metadata: ["applied": "\(report.applied)"])
-                    events.publish(replica: replica)
                 }
             } catch {
                 logger.warning("retrying quarantined commits failed", metadata: ["error": "\(error)"])
