@@ -331,7 +331,10 @@ struct LocalAPI: Sendable {
 
     /// The author for the commits a request makes: its Unix user, or that user's pseudonym.
     func commitAuthor(_ context: LocalRequestContext) async throws -> String {
-        try authors.commitAuthor(forUser: await context.author())
+        let user = await context.author()
+        if let known = authors.knownAuthor(forUser: user) { return known }
+        // A user's first write stores the name behind the pseudonym: on the writer's thread.
+        return try await replica.writing { [authors] _ in try authors.commitAuthor(forUser: user) }
     }
 
     func commit(_ writes: [FieldWrite], context: LocalRequestContext, record: String, created: Bool) async throws -> Response {
