@@ -11,6 +11,11 @@
 // connection costs ~2.5x the client CPU per request and, on 2 cores, made the client rather than
 // nginx the limit (`--client-threads 0` still runs that way).
 //
+// Then (issue 14) GET while the daemon applies a partner's bulk: a second progsyncd holds
+// `--bulk-changes` field changes (default 1M: 100k activities × 10 fields); this daemon restarts
+// with it as a partner, pulls them over mutual TLS, and the GET load runs meanwhile. The line
+// before the last is:
+//   bulk-apply: GET p99 <X> ms during a <N>-change pull (target < 10 ms; GET p99 idle <Y> ms) ...
 // The last line printed is:
 //   local-api: get <N> req/s p99 <X> ms, nginx-static <M> req/s, ratio <N/M>
 import Foundation
@@ -36,6 +41,8 @@ struct Options {
     var chunk = 20_000
     var idleSeconds = 3.0
     var keepTemp = false
+    var bulkChanges = 1_000_000
+    var bulkDuration = 3.0
 }
 
 let usage = """
@@ -53,6 +60,9 @@ let usage = """
       --runs R             alternating runs of nginx / GET / PATCH; medians reported (default 3)
       --chunk N            records per POST /v1/import (default 20000)
       --keep-temp          leave the temporary folder (daemon log, nginx.conf) in place
+      --bulk-changes N     field changes a partner holds for the GET-during-a-pull load, in
+                           activities of 10 fields (default 1000000; 0 leaves the load out)
+      --bulk-duration S    seconds measured during the pull (default 3, after 0.5 s warm-up)
     """
 
 func parseOptions() -> Options {
@@ -88,6 +98,8 @@ func parseOptions() -> Options {
         case "--runs": o.runs = int(arg, min: 1)
         case "--chunk": o.chunk = int(arg, min: 1)
         case "--keep-temp": o.keepTemp = true
+        case "--bulk-changes": o.bulkChanges = int(arg, min: 0)
+        case "--bulk-duration": o.bulkDuration = double(arg, min: 0.1)
         case "-h", "--help":
             say(usage)
             exit(0)
@@ -401,6 +413,11 @@ func benchmark(_ o: Options, cleanup: Cleanup) throws -> Int32 {
     let afterRSS = procStatusKB(pid: daemon.pid, field: "VmRSS")
     let afterAnon = procStatusKB(pid: daemon.pid, field: "RssAnon"), afterFile = procStatusKB(pid: daemon.pid, field: "RssFile")
     let afterHWM = procStatusKB(pid: daemon.pid, field: "VmHWM")
+    let bulk = o.bulkChanges > 0
+        ? try bulkApply(o, progsyncd: progsyncd, temp: temp, dataDir: dataDir, daemon: daemon, ids: ids, cleanup: cleanup) : nil
+    if let r = bulk?.result, r.non2xx > 0 || r.ioErrors > 0 || r.requests == 0 {
+        invalid.append("bulk-apply GET: \(r.non2xx) non-2xx, \(r.ioErrors) I/O errors" + (r.firstError.map { "; first: \($0)" } ?? ""))
+    }
     cleanup.run()
 
     say("median of \(o.runs) run(s):")
@@ -424,9 +441,134 @@ func benchmark(_ o: Options, cleanup: Cleanup) throws -> Int32 {
 
     let get = medians["progsyncd GET"]!, patch = medians["progsyncd PATCH"]!, floor = medians["nginx-static GET"]!
     say("patch: \(Int(patch.rps.rounded())) req/s p50 \(f(patch.p50, 2)) ms p99 \(f(patch.p99, 2)) ms")
+    if let bulk {
+        let r = bulk.result
+        say("bulk-apply: GET p99 \(f(r.p99ms, 2)) ms during a \(thousands(Double(bulk.changes)))-change pull (target < 10 ms; "
+            + "GET p99 idle \(f(get.p99, 2)) ms), \(thousands(r.requestsPerSecond)) req/s, max \(f(r.maxms, 1)) ms; "
+            + "pull \(bulk.progress) while measured; \(bulk.rate)")
+    }
     let ratio = floor.rps > 0 ? get.rps / floor.rps : 0
     say("local-api: get \(Int(get.rps.rounded())) req/s p99 \(f(get.p99, 2)) ms, nginx-static \(Int(floor.rps.rounded())) req/s, ratio \(f(ratio, 3))")
     return invalid.isEmpty ? 0 : 2
+}
+
+// MARK: GET during a bulk apply
+
+struct BulkApplyResult {
+    var result: LoadResult
+    var changes: Int
+    /// How far the pull was when the measured window began and ended.
+    var progress: String
+    /// The pull's rate, or why there is none.
+    var rate: String
+}
+
+/// A second node (the "bulk source") loaded with `o.bulkChanges` field changes; the measured daemon
+/// restarts with it as a partner (mutual TLS on loopback) and the GET load runs while it pulls.
+func bulkApply(_ o: Options, progsyncd: String, temp: String, dataDir: String, daemon: ChildProcess, ids: [[UInt8]],
+               cleanup: Cleanup) throws -> BulkApplyResult {
+    let activities = max(1, o.bulkChanges / 10)
+    let sourceDir = temp + "/bulk-source"
+    let initLog = temp + "/bulk-source-init.log"
+    let initRun = try ChildProcess(name: "progsyncd init", executable: progsyncd,
+                                   arguments: ["init", "--data-dir", sourceDir, "--org", "jenv", "--name", "bulk-source"], logPath: initLog)
+    while initRun.isRunning { sleepNanos(20_000_000) }
+    let initText = (try? String(contentsOfFile: initLog, encoding: .utf8)) ?? ""
+    guard let pinLine = initText.split(separator: "\n").first(where: { $0.hasPrefix("certificate:") }),
+        let identity = FileManager.default.contents(atPath: sourceDir + "/identity.json").flatMap({ try? JSONParser.parse(Array($0)) }),
+        let sourceID = identity["id"]?.stringValue, let publicKey = identity["publicKey"]?.stringValue
+    else { throw BenchError("progsyncd init of the bulk source failed: \(initText.prefix(500))") }
+    let pin = pinLine.dropFirst("certificate:".count).trimmingCharacters(in: .whitespaces)
+    // The measured node's own registry (zero-config: its org coordinates) plus the source, with an address.
+    let port = try freeLoopbackPort()
+    guard let registryData = FileManager.default.contents(atPath: dataDir + "/registry.json"),
+        case .object(var registry) = try JSONParser.parse(Array(registryData)),
+        case .array(var orgList)? = registry["orgs"], case .object(var org)? = orgList.first, case .array(var nodes)? = org["nodes"]
+    else { throw BenchError("cannot read \(dataDir)/registry.json") }
+    nodes.append(.object(["id": .string(sourceID), "name": "bulk-source", "publicKey": .string(publicKey),
+                          "certificatePin": .string(pin), "address": .string("https://127.0.0.1:\(port)")]))
+    org["nodes"] = .array(nodes)
+    orgList[0] = .object(org)
+    registry["orgs"] = .array(orgList)
+    let registryText = JSONValue.object(registry).prettyString() + "\n"
+    try registryText.write(toFile: sourceDir + "/registry.json", atomically: true, encoding: .utf8)
+
+    let quiet = ["PROGSYNC_RECONCILE_SCHEDULE": "off"]
+    let source = try ChildProcess(name: "bulk source", executable: progsyncd, arguments: ["--data-dir", sourceDir, "--empty"],
+                                  logPath: temp + "/bulk-source.log",
+                                  environment: quiet.merging(["PROGSYNC_PEERS_LISTEN": "127.0.0.1:\(port)"]) { $1 })
+    cleanup.children.append(source)
+    try waitForSocket(sourceDir + "/progsync.sock", child: source, probePath: "/v1/status", timeout: 60)
+    let sourceAPI = try UnixHTTPConnection(path: sourceDir + "/progsync.sock")
+    let loadStart = monotonicNanos()
+    var done = 0
+    while done < activities {
+        let end = min(done + o.chunk, activities)
+        var body = "{\"records\":["
+        // Other ids than the measured node's own (al11… for the default sizes).
+        for i in done..<end {
+            if i > done { body += "," }
+            activityJSON(o.activities + i, into: &body)
+        }
+        body += "]}"
+        let answer = try sourceAPI.request("POST", "/v1/import", body: Array(body.utf8))
+        guard answer.status == 200 else { throw BenchError("bulk source import: HTTP \(answer.status) \(String(decoding: answer.body.prefix(300), as: UTF8.self))") }
+        done = end
+    }
+    func ownSeq(_ api: UnixHTTPConnection) throws -> Int64 {
+        let status = try JSONParser.parse(try api.request("GET", "/v1/status").body)
+        return status["versionVector"]?[sourceID]?.intValue ?? 0
+    }
+    let total = try ownSeq(sourceAPI)
+    say("bulk source pid \(source.pid): \(activities) activities (\(thousands(Double(activities * 10))) field changes, \(total) commits) "
+        + "loaded in \(f(Double(monotonicNanos() - loadStart) / 1e9, 1)) s; restarting progsyncd with it as a partner")
+
+    // Restart the measured daemon with the source as its partner: it pulls at once.
+    let stopped = daemon.stop()
+    say("stopped progsyncd (pid \(daemon.pid)): \(stopped)")
+    try registryText.write(toFile: dataDir + "/registry.json", atomically: true, encoding: .utf8)
+    let restarted = try ChildProcess(name: "progsyncd", executable: progsyncd, arguments: ["--data-dir", dataDir, "--empty"],
+                                     logPath: temp + "/progsyncd.log", environment: quiet)
+    cleanup.children.append(restarted)
+    let socket = dataDir + "/progsync.sock"
+    try waitForSocket(socket, child: restarted, probePath: "/v1/status", timeout: 60)
+    let api = try UnixHTTPConnection(path: socket)
+    let started = monotonicNanos()
+    let atStart = try ownSeq(api)
+    let spec = LoadSpec(socketPath: socket, kind: .get, ids: ids, connections: o.connections, clientThreads: o.clientThreads,
+                        warmupSeconds: 0.5, durationSeconds: o.bulkDuration, seed: 4242)
+    let (result, cpu) = try measure(spec, serverPID: restarted.pid)
+    let atEnd = try ownSeq(api)
+    say("bulk-apply GET    \(describe(result, cpu: cpu))")
+    func percent(_ n: Int64) -> String { "\(Int((Double(n) / Double(max(1, total)) * 100).rounded()))%" }
+    let progress = "\(percent(atStart)) → \(percent(atEnd)) applied"
+    guard atEnd < total else {
+        return BulkApplyResult(result: result, changes: activities * 10, progress: progress,
+                               rate: "INCOMPLETE: the pull ended before the measurement did (use a larger --bulk-changes)")
+    }
+    // The rest of the pull, unloaded, for its rate.
+    while try ownSeq(api) < total {
+        guard restarted.isRunning, monotonicNanos() - started < 600_000_000_000 else { throw BenchError("the pull did not finish within 10 min") }
+        sleepNanos(100_000_000)
+    }
+    let seconds = Double(monotonicNanos() - started) / 1e9
+    return BulkApplyResult(result: result, changes: activities * 10, progress: progress,
+                           rate: "whole pull \(f(seconds, 1)) s from the restart, \(thousands(Double(activities * 10) / seconds)) changes/s")
+}
+
+/// A TCP port on loopback that is free now.
+func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+    }
+    guard ok else { throw BenchError("no free loopback port: \(String(cString: strerror(errno)))") }
+    return Int(UInt16(bigEndian: addr.sin_port))
 }
 
 let options = parseOptions()

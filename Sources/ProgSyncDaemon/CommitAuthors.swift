@@ -26,6 +26,13 @@ final class CommitAuthors: Sendable {
         ).withUnsafeBytes { Array($0) }
     }
 
+    /// The author for `name` when nothing has to be stored first; nil when it has to.
+    func knownAuthor(forUser name: String) -> String? {
+        guard sharing == .pseudonym else { return name }
+        let pseudonym = Self.pseudonym(of: name, key: key)
+        return remembered.withLock { $0.contains(pseudonym) } ? pseudonym : nil
+    }
+
     /// The author to put on a commit made by the local user `name`.
     func commitAuthor(forUser name: String) throws -> String {
         guard sharing == .pseudonym else { return name }

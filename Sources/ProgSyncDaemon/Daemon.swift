@@ -79,7 +79,7 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
         let count = try LocalAPI.loadSample(into: replica, org: me.org)
         logger.info("loaded the 2021 programme", metadata: ["records": "\(count)"])
     }
-    let events = EventBroadcaster(startingAfter: try replica.lastLSN)
+    let events = try EventBroadcaster(following: replica)
     // The group stops services in reverse order: the event broadcaster goes first, ending SSE
     // streams and long polls, so the listeners can drain at once.
     var services: [any Service] = []
@@ -104,14 +104,14 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
     }
     let reports = ReconcileReports(directory: configuration.reportsPath, keepDays: configuration.reconcileKeepDays)
     metrics.loadReconciliations(reports)
-    let reconciler = Reconciler(replica: replica, peers: endpoints, reports: reports, events: events, audit: audit, logger: logger, metrics: metrics)
+    let reconciler = Reconciler(replica: replica, peers: endpoints, reports: reports, audit: audit, logger: logger, metrics: metrics)
     services.append(NightlyJobs(reconciler: reconciler, schedule: configuration.reconcileSchedule, reports: reports,
-                                replica: replica, events: events, audit: audit, logger: logger))
+                                replica: replica, audit: audit, logger: logger))
     let heartbeat = WriterHeartbeat(replica: replica, notifier: notifier, logger: logger)
     services.append(NightlyBackup(replica: replica, schedule: configuration.backupSchedule, folder: configuration.backupFolder,
                                   keep: configuration.backupKeep, logger: logger))
     let api = LocalAPI(replica: replica, node: me, limits: configuration.limits, events: events,
-                       committer: GroupCommitter(replica: replica, events: events, metrics: metrics), peers: replicators,
+                       committer: GroupCommitter(replica: replica, metrics: metrics), peers: replicators,
                        reconciler: reconciler, reports: reports, inbound: inbound,
                        authors: CommitAuthors(sharing: configuration.authorShare, replica: replica),
                        health: HealthChecks(heartbeat: heartbeat, readiness: readiness), metrics: metrics, audit: audit)

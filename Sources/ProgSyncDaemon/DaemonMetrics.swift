@@ -126,6 +126,14 @@ public final class DaemonMetrics: Sendable {
         return report
     }
 
+    /// `merge` for a body that waits (the writer's own thread).
+    func merging(_ replica: Replica, _ body: @Sendable () async throws -> ApplyReport) async rethrows -> ApplyReport {
+        let start = ContinuousClock.now
+        let report = try await body()
+        recordMerge(report, replica: replica, duration: ContinuousClock.now - start)
+        return report
+    }
+
     func recordLocalWrite(_ duration: Duration) {
         localWriteDuration.recordNanoseconds(duration.nanoseconds)
     }

@@ -25,20 +25,40 @@ final class EventBroadcaster: Service, Sendable {
         var subscribers: [UUID: AsyncStream<Event>.Continuation] = [:]
         var waiters: [UUID: (after: Int64, continuation: CheckedContinuation<Void, Never>)] = [:]
         var abandonedWaits = Set<UUID>()
+        /// The last LSN sent to the subscribers: a new subscriber's live events start after it.
         var lastLSN: Int64 = 0
+        /// The log's end as the writer committed it: what long polls wait for.
+        var committedLSN: Int64 = 0
+        /// A fan-out to the subscribers is queued and has not started yet.
+        var fanOutQueued = false
         var finished = false
 
         /// Wakes long polls that now have something to read.
         mutating func wakeWaiters() -> [CheckedContinuation<Void, Never>] {
-            let ready = waiters.filter { $0.value.after < lastLSN || finished }
+            let ready = waiters.filter { $0.value.after < committedLSN || finished }
             for id in ready.keys { waiters.removeValue(forKey: id) }
             return ready.values.map(\.continuation)
         }
     }
     let state = Mutex(State())
+    /// Reads and formats events for the subscribers, off the writer's thread and the cooperative pool.
+    private let fanOut = DispatchQueue(label: "progsync.events")
 
     init(startingAfter lsn: Int64) {
-        state.withLock { $0.lastLSN = lsn }
+        state.withLock {
+            $0.lastLSN = lsn
+            $0.committedLSN = lsn
+        }
+    }
+
+    /// Follows every commit of `replica`'s writer, whatever path made it (local writes, partners,
+    /// imports, bundles, quarantine releases, reconciliation repairs): one place publishes.
+    convenience init(following replica: Replica) throws {
+        self.init(startingAfter: try replica.lastLSN)
+        replica.onCommit { [weak self, weak replica] lsn in
+            guard let self, let replica else { return }
+            self.committed(upTo: lsn, in: replica)
+        }
     }
 
     /// A live stream holding at most `backlog` unread events; nil when `maxSubscribers` are
@@ -49,6 +69,8 @@ final class EventBroadcaster: Service, Sendable {
         let (added, start) = state.withLock { s -> (Bool?, Int64) in
             if s.finished { return (false, s.lastLSN) }
             guard s.subscribers.count < maxSubscribers else { return (nil, s.lastLSN) }
+            // Nobody was listening: what is committed is already in the log, for the replay.
+            if s.subscribers.isEmpty { s.lastLSN = max(s.lastLSN, s.committedLSN) }
             s.subscribers[id] = continuation
             return (true, s.lastLSN)
         }
@@ -60,30 +82,52 @@ final class EventBroadcaster: Service, Sendable {
 
     var isShuttingDown: Bool { state.withLock { $0.finished } }
 
-    /// Sends every commit stored since the last call, and wakes long polls.
-    func publish(replica: Replica) {
-        let (wake, behind) = state.withLock { s -> ([CheckedContinuation<Void, Never>], [AsyncStream<Event>.Continuation]) in
+    /// Called on the writer's thread after each commit: wakes the long polls at once and queues
+    /// the (heavier) fan-out to the subscribers, so the writer never formats events.
+    func committed(upTo lsn: Int64, in replica: Replica) {
+        let (wake, queueFanOut) = state.withLock { s -> ([CheckedContinuation<Void, Never>], Bool) in
+            s.committedLSN = max(s.committedLSN, lsn)
             guard !s.subscribers.isEmpty else {
-                s.lastLSN = (try? replica.lastLSN) ?? s.lastLSN
-                return (s.wakeWaiters(), [])
+                s.lastLSN = max(s.lastLSN, s.committedLSN)
+                return (s.wakeWaiters(), false)
             }
-            guard let commits = try? replica.commits(afterLSN: s.lastLSN, limit: 100_000), !commits.isEmpty else { return ([], []) }
-            var behind: [AsyncStream<Event>.Continuation] = []
+            let queue = !s.fanOutQueued
+            s.fanOutQueued = true
+            return (s.wakeWaiters(), queue)
+        }
+        for continuation in wake { continuation.resume() }
+        if queueFanOut { fanOut.async { self.publish(replica: replica) } }
+    }
+
+    /// Sends the subscribers every commit stored since the last fan-out. Runs on `fanOut` only,
+    /// so one at a time; the log is read outside the lock, which the writer's thread takes.
+    private func publish(replica: Replica) {
+        while true {
+            let from = state.withLock { s -> Int64? in
+                s.fanOutQueued = false
+                return s.subscribers.isEmpty ? nil : s.lastLSN
+            }
+            guard let from, let commits = try? replica.commits(afterLSN: from, limit: 10_000), !commits.isEmpty else { return }
+            // One event at a time, as it is formatted: a reader that keeps up drains its stream
+            // between two events, so a burst of commits does not overrun a small backlog.
             for stored in commits {
                 let event = Event(lsn: stored.lsn, text: Self.event(stored, replica: replica))
-                for (id, continuation) in s.subscribers {
-                    if case .dropped = continuation.yield(event) {
-                        s.subscribers.removeValue(forKey: id)
-                        behind.append(continuation)
+                let behind = state.withLock { s -> [AsyncStream<Event>.Continuation] in
+                    guard event.lsn > s.lastLSN else { return [] }
+                    var behind: [AsyncStream<Event>.Continuation] = []
+                    for (id, continuation) in s.subscribers {
+                        if case .dropped = continuation.yield(event) {
+                            s.subscribers.removeValue(forKey: id)
+                            behind.append(continuation)
+                        }
                     }
+                    s.lastLSN = event.lsn
+                    return behind
                 }
+                // Outside the lock: finishing runs the stream's onTermination, which takes it.
+                for continuation in behind { continuation.finish() }
             }
-            s.lastLSN = commits.last!.lsn
-            return (s.wakeWaiters(), behind)
         }
-        // Outside the lock: finishing runs the stream's onTermination, which takes it.
-        for continuation in behind { continuation.finish() }
-        for continuation in wake { continuation.resume() }
     }
 
     var lastLSN: Int64 { state.withLock { $0.lastLSN } }
@@ -95,7 +139,7 @@ final class EventBroadcaster: Service, Sendable {
             group.addTask {
                 await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                     let ready = self.state.withLock { s -> Bool in
-                        if s.lastLSN > lsn || s.finished || s.abandonedWaits.remove(id) != nil { return true }
+                        if s.committedLSN > lsn || s.finished || s.abandonedWaits.remove(id) != nil { return true }
                         s.waiters[id] = (lsn, continuation)
                         return false
                     }

@@ -8,7 +8,6 @@ import Synchronization
 /// while one group commits, the next one gathers.
 final class GroupCommitter: Sendable {
     let replica: Replica
-    let events: EventBroadcaster
     let metrics: DaemonMetrics?
     /// A bound on one group, so one transaction stays short.
     static let maxGroup = 256
@@ -24,12 +23,9 @@ final class GroupCommitter: Sendable {
     }
 
     private let queue = Mutex(Queue())
-    /// Commits block on fsync: they run on their own queue, never on the cooperative pool.
-    private let writer = DispatchQueue(label: "progsync.group-commit")
 
-    init(replica: Replica, events: EventBroadcaster, metrics: DaemonMetrics? = nil) {
+    init(replica: Replica, metrics: DaemonMetrics? = nil) {
         self.replica = replica
-        self.events = events
         self.metrics = metrics
     }
 
@@ -43,22 +39,22 @@ final class GroupCommitter: Sendable {
                 q.draining = true
                 return true
             }
-            if start { writer.async { self.drain() } }
+            if start { replica.onWriterThread { self.drain() } }
         }
     }
 
+    /// One group on the writer's thread (commits block on fsync), then the next group queues
+    /// behind whatever other writes (a partner's batch) were asked for meanwhile.
     private func drain() {
-        while true {
-            let group = queue.withLock { q -> [Waiting] in
-                let group = Array(q.waiting.prefix(Self.maxGroup))
-                q.waiting.removeFirst(group.count)
-                if group.isEmpty { q.draining = false }
-                return group
-            }
-            if group.isEmpty { return }
-            let results = replica.commitLocalGroup(group.map(\.write))
-            events.publish(replica: replica)
-            for (waiting, result) in zip(group, results) { waiting.continuation.resume(with: result) }
+        let group = queue.withLock { q -> [Waiting] in
+            let group = Array(q.waiting.prefix(Self.maxGroup))
+            q.waiting.removeFirst(group.count)
+            if group.isEmpty { q.draining = false }
+            return group
         }
+        if group.isEmpty { return }
+        let results = replica.commitLocalGroup(group.map(\.write))
+        for (waiting, result) in zip(group, results) { waiting.continuation.resume(with: result) }
+        replica.onWriterThread { self.drain() }
     }
 }

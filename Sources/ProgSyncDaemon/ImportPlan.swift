@@ -7,9 +7,9 @@ import ProgSyncStore
 /// never applied silently: it supersedes only its basis, so the newer version stays as a
 /// competing one and the field shows up in `conflicts list`. A row without a basis (a sheet
 /// made by hand) writes every cell that differs from what this node holds.
-struct ImportPlan {
+struct ImportPlan: Sendable {
     /// One record of the import body.
-    struct Row {
+    struct Row: Sendable {
         var id: String
         var values: [(field: String, value: JSONValue)]
         /// Field → the version exported; nil when the row names no basis. A field the basis
@@ -18,7 +18,7 @@ struct ImportPlan {
     }
 
     /// What one cell does.
-    enum Decision: Equatable {
+    enum Decision: Equatable, Sendable {
         case unchanged
         /// Written; supersedes `basis`, or what the node holds now when nil.
         case write(basis: CommitRef?)
@@ -29,7 +29,7 @@ struct ImportPlan {
         case refuse
     }
 
-    struct Collision {
+    struct Collision: Sendable {
         var record: String
         var field: String
         var decision: Decision

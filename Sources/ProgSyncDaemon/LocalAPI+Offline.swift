@@ -107,9 +107,7 @@ extension LocalAPI {
     static let bundleQueue = DispatchQueue(label: "progsync.bundles")
 
     static func onBundleQueue<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            bundleQueue.async { continuation.resume(with: Result { try body() }) }
-        }
+        try await bundleQueue.perform(body)
     }
 
     /// `POST /v1/bundle`: verifies the whole file first, then applies every commit through the
@@ -129,7 +127,6 @@ extension LocalAPI {
         } catch let error as BundleError {
             throw APIError(.unprocessableContent, "bad-bundle", "\(error)")
         }
-        events.publish(replica: replica)
         let report = result.report, header = result.header
         audit.operatorAction("bundle-import", object: result.exporter.rawValue, result: "imported", user: await context.author(), detail:
             "\(result.commits) commits: \(report.applied) new, \(report.duplicates) known, \(report.held.count) held, "

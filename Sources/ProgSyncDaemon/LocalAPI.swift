@@ -280,8 +280,7 @@ struct LocalAPI: Sendable {
 
     func release(_ hashText: String, _ context: LocalRequestContext) async throws -> Response {
         guard let hash = Hex.decode(hashText), hash.count == 32 else { throw APIError.badRequest("hash must be 64 hex digits") }
-        let report = try metrics.merge(replica) { try replica.releaseHeld(hash: hash) }
-        events.publish(replica: replica)
+        let report = try await metrics.merging(replica) { try await replica.writing { try $0.releaseHeld(hash: hash) } }
         audit.operatorAction("quarantine-release", object: hashText.lowercased(), result: "released", user: await context.author(),
                              detail: "applied \(report.applied), held \(report.held.count), refused \(report.rejected.count)")
         audit.judged(report, origin: "quarantine")
@@ -400,7 +399,10 @@ struct LocalAPI: Sendable {
 
     /// The author for the commits a request makes: its Unix user, or that user's pseudonym.
     func commitAuthor(_ context: LocalRequestContext) async throws -> String {
-        try authors.commitAuthor(forUser: await context.author())
+        let user = await context.author()
+        if let known = authors.knownAuthor(forUser: user) { return known }
+        // A user's first write stores the name behind the pseudonym: on the writer's thread.
+        return try await replica.writing { [authors] _ in try authors.commitAuthor(forUser: user) }
     }
 
     func commit(_ writes: [FieldWrite], context: LocalRequestContext, record: String, created: Bool) async throws -> Response {
@@ -428,7 +430,7 @@ struct LocalAPI: Sendable {
     func importRecords(_ request: Request, _ context: LocalRequestContext) async throws -> Response {
         let answer = try await applyImport(request, context)
         // Only now are the parsed body and the built commits freed, so there is memory to hand back.
-        replica.releaseMemory()
+        try? await replica.writing { $0.releaseMemory() }
         return JSONResponse.make(answer)
     }
 
@@ -436,13 +438,13 @@ struct LocalAPI: Sendable {
         let body = try await jsonBody(request, limit: limits.maxImportBytes)
         let list = body["records"]?.arrayValue ?? body.arrayValue
         guard let list else { throw APIError.badRequest("body must be {\"records\": [...]} or an array of records") }
-        let plan = try ImportPlan(rows: try ImportPlan.rows(list), defaultOwner: node.org, replica: replica)
+        let rows = try ImportPlan.rows(list), org = node.org
+        let plan = try await replica.reading { try ImportPlan(rows: rows, defaultOwner: org, replica: $0) }
         let author = try await commitAuthor(context)
         let start = ContinuousClock.now
-        let commits = try replica.commitLocalBatch(author: author, commits: plan.batches)
+        let commits = try await replica.writing { try $0.commitLocalBatch(author: author, commits: plan.batches).count }
         metrics.recordLocalWrite(ContinuousClock.now - start)
-        if !commits.isEmpty { events.publish(replica: replica) }
-        return plan.answer(commits: commits.count)
+        return plan.answer(commits: commits)
     }
 
     /// Loads the bundled 2021 programme into an empty replica.

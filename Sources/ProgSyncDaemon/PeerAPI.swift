@@ -36,7 +36,7 @@ struct PeerAPI: Sendable {
         router.get("/v1/peer/hello") { _, _ in self.hello() }
         router.get("/v1/peer/commits") { request, _ in try await self.pull(request) }
         router.post("/v1/peer/commits") { request, context in try await self.push(request, context) }
-        router.get("/v1/peer/commits/range") { request, _ in try self.range(request) }
+        router.get("/v1/peer/commits/range") { request, _ in try await self.range(request) }
         router.get("/v1/peer/digest") { _, _ in self.digest() }
         router.get("/v1/peer/digest/buckets") { request, _ in try self.buckets(request) }
         router.post("/v1/peer/digest/entries") { request, _ in try await self.entries(request) }
@@ -53,7 +53,7 @@ struct PeerAPI: Sendable {
     }
 
     /// One origin's commits by seq range: reconciliation fills gaps with it.
-    func range(_ request: Request) throws -> Response {
+    func range(_ request: Request) async throws -> Response {
         let q = request.uri.queryParameters
         guard let origin = q["origin"].flatMap({ NodeID(String($0)) }) else { throw APIError.badRequest("origin must be a node id") }
         // Within the seqs a commit can have, so `from + maxRange` cannot overflow either.
@@ -61,7 +61,7 @@ struct PeerAPI: Sendable {
             CommitRules.seqRange.contains(from), CommitRules.seqRange.contains(to)
         else { throw APIError.badRequest("from and to must be seqs with 1 ≤ from ≤ to < 2^63") }
         let upper = min(to, from + UInt64(Self.maxRange) - 1)
-        let stored = try replica.rawCommits(origin: origin, seqs: from...upper)
+        let stored = try await replica.reading { try $0.rawCommits(origin: origin, seqs: from...upper) }
         return JSONResponse.make(.object(["commits": .array(stored.map { CommitWire.json(body: $0.body, signature: $0.signature) })]))
     }
 
@@ -105,7 +105,7 @@ struct PeerAPI: Sendable {
             }
             buckets.insert(b)
         }
-        let entries = try replica.digestEntries(buckets: buckets).map { e -> JSONValue in
+        let entries = try await replica.reading { [buckets] in try $0.digestEntries(buckets: buckets) }.map { e -> JSONValue in
             .array([.string(e.record), .string(e.field), .string(e.stamp.hex), .string(e.origin), .int(Int64(e.seq)), .string(Hex.encode(e.hash)),
                     .bool(e.isLoser)])
         }
@@ -123,10 +123,10 @@ struct PeerAPI: Sendable {
         guard (1...limits.maxBatch).contains(limit) else { throw APIError.badRequest("limit must be from 1 to \(limits.maxBatch)") }
         let wait = Int(q["wait"].map(String.init) ?? "0") ?? -1
         guard (0...limits.maxWaitSeconds).contains(wait) else { throw APIError.badRequest("wait must be from 0 to \(limits.maxWaitSeconds) seconds") }
-        var stored = try replica.rawCommits(afterLSN: since, limit: limit)
+        var stored = try await replica.reading { try $0.rawCommits(afterLSN: since, limit: limit) }
         if stored.isEmpty, wait > 0 {
             await events.waitForCommits(after: since, timeout: .seconds(wait))
-            stored = try replica.rawCommits(afterLSN: since, limit: limit)
+            stored = try await replica.reading { try $0.rawCommits(afterLSN: since, limit: limit) }
         }
         // Batches are bounded in bytes too, so a peer catching up gets a stream of moderate batches
         // it can apply while the next one travels, whatever the commit sizes.
@@ -149,8 +149,7 @@ struct PeerAPI: Sendable {
         } catch {
             throw APIError.badRequest("\(error)")
         }
-        let report = try metrics.merge(replica) { try replica.apply(commits) }
-        events.publish(replica: replica)
+        let report = try await metrics.merging(replica) { try await replica.writing { try $0.apply(commits) } }
         if !report.rejected.isEmpty || !report.held.isEmpty {
             audit.judged(report, origin: "push:\(pusher(await PeerLoadMiddleware.peer(of: context.channel)))")
         }

@@ -150,8 +150,9 @@ final class PeerReplicator: Service, Sendable {
                 }
                 since = next
                 let peerID = peer.id
-                let report = try metrics.merge(replica) { try replica.apply(commits) { db in try Replica.setPulled(db, peer: peerID, to: next) } }
-                if !commits.isEmpty { events.publish(replica: replica) }
+                let report = try await metrics.merging(replica) {
+                    try await replica.writing { try $0.apply(commits) { db in try Replica.setPulled(db, peer: peerID, to: next) } }
+                }
                 audit.judged(report, origin: "pull:\(peerID.rawValue)")
                 for r in report.rejected {
                     logger.warning("commit from peer refused", metadata: ["commit": "\(r.ref)", "reason": "\(r.reason)", "detail": "\(r.detail)"])
@@ -191,13 +192,15 @@ final class PeerReplicator: Service, Sendable {
             do {
                 if peerVector == nil {
                     let hello = try await greet(push)
-                    peerVector = CommitWire.versionVector(hello["versionVector"])
-                    try replica.setKnownVector(of: peer.id, peerVector ?? [:])
-                    replica.partnerHolds(peerVector ?? [:], partner: peer.id)
+                    let vector = CommitWire.versionVector(hello["versionVector"])
+                    peerVector = vector
+                    try await replica.writing { [peer] in try $0.setKnownVector(of: peer.id, vector) }
+                    replica.partnerHolds(vector, partner: peer.id)
                 }
                 let pushed = try replica.peerCursor(peer.id).pushed
                 // Bounded in bytes as pull answers are, so a batch stays within partners' push limit.
-                let stored = Array(try replica.rawCommits(afterLSN: pushed, limit: Self.pushBatch).prefix(bodyBytes: PeerAPI.maxBatchBytes))
+                let stored = Array(try await replica.reading { try $0.rawCommits(afterLSN: pushed, limit: Self.pushBatch) }
+                    .prefix(bodyBytes: PeerAPI.maxBatchBytes))
                 let last = try replica.lastLSN
                 status.withLock { $0.pendingPush = Int(last - pushed); $0.pushed = pushed }
                 guard let lastStored = stored.last else {
@@ -210,10 +213,11 @@ final class PeerReplicator: Service, Sendable {
                     let wire = JSONValue.array(missing.map { CommitWire.json(body: $0.body, signature: $0.signature) })
                     let body = JSONValue.object(["commits": wire]).canonicalBytes
                     let answer = try await push.call("POST", "/v1/peer/commits", body: body, timeout: .seconds(60))
-                    peerVector = CommitWire.versionVector(answer["versionVector"])
-                    try replica.setKnownVector(of: peer.id, peerVector ?? [:])
+                    let vector = CommitWire.versionVector(answer["versionVector"])
+                    peerVector = vector
+                    try await replica.writing { [peer] in try $0.setKnownVector(of: peer.id, vector) }
                 }
-                try replica.setPushed(peer: peer.id, to: lastStored.lsn)
+                try await replica.writing { [peer] in try $0.setPushed(peer: peer.id, to: lastStored.lsn) }
                 let now = Replica.wallClockMilliseconds()
                 status.withLock { s in
                     s.state = .up

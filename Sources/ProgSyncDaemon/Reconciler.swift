@@ -80,19 +80,17 @@ actor Reconciler {
     let replica: Replica
     let peers: [PeerEndpoint]
     let reports: ReconcileReports
-    let events: EventBroadcaster
     let audit: AuditLog
     let logger: Logger
     let metrics: DaemonMetrics
     private var running: Task<JSONValue, Never>?
 
-    init(replica: Replica, peers: [PeerEndpoint], reports: ReconcileReports, events: EventBroadcaster, audit: AuditLog, logger: Logger,
+    init(replica: Replica, peers: [PeerEndpoint], reports: ReconcileReports, audit: AuditLog, logger: Logger,
          metrics: DaemonMetrics = DaemonMetrics()) {
         self.replica = replica
         self.metrics = metrics
         self.peers = peers
         self.reports = reports
-        self.events = events
         self.audit = audit
         var logger = logger
         logger[metadataKey: "job"] = "reconcile"
@@ -125,7 +123,7 @@ actor Reconciler {
         var selfCheck: [String: JSONValue] = [:]
         do {
             let checkStart = ContinuousClock.now
-            var integrity = try replica.checkIntegrity()
+            var integrity = try await replica.reading { try $0.checkIntegrity() }
             selfCheck["checkMs"] = .int((ContinuousClock.now - checkStart).milliseconds)
             selfCheck["fieldsChecked"] = .int(Int64(integrity.fieldsChecked))
             selfCheck["missingCommits"] = .int(Int64(integrity.missingCommitCount))
@@ -139,13 +137,13 @@ actor Reconciler {
                     for (origin, ranges) in integrity.missingCommits {
                         for range in ranges {
                             guard let commits = try? await connection.commits(origin: origin, seqs: range) else { continue }
-                            let r = try metrics.merge(replica) { try replica.apply(commits) }
+                            let r = try await metrics.merging(replica) { try await replica.writing { try $0.apply(commits) } }
                             audit.judged(r, origin: "reconcile:\(p.node.id.rawValue)")
                             restored += r.restored
                             restoredRecords.formUnion(r.restoredRecords)
                         }
                     }
-                    integrity = try replica.checkIntegrity()
+                    integrity = try await replica.reading { try $0.checkIntegrity() }
                     if integrity.missingCommits.isEmpty { break }
                 }
                 selfCheck["commitsRestored"] = .int(Int64(restored))
@@ -164,7 +162,8 @@ actor Reconciler {
                 }
                 // The records that changed in diverged buckets, not the buckets: a repair costs
                 // what the divergence costs. Buckets they do not explain are rebuilt whole.
-                let rebuilt = try replica.rebuild(records: integrity.suspects.union(restoredRecords), divergence: integrity.divergence)
+                let suspects = integrity.suspects.union(restoredRecords), divergence = integrity.divergence
+                let rebuilt = try await replica.writing { try $0.rebuild(records: suspects, divergence: divergence) }
                 selfCheck["recordsRebuilt"] = .int(Int64(rebuilt.records))
                 selfCheck["commitsRead"] = .int(Int64(rebuilt.commitsRead))
                 selfCheck["rowsWritten"] = .int(Int64(rebuilt.rowsWritten))
@@ -181,7 +180,6 @@ actor Reconciler {
                         "fields": "\(rebuilt.fieldsRepaired)", "conflicts": "\(rebuilt.conflictsRepaired)",
                         "examples": "\(rebuilt.examples.prefix(5).joined(separator: ","))",
                     ])
-                    events.publish(replica: replica)
                 }
                 // Sums are additive, so the rows written tell whether each bucket now adds up,
                 // without a second pass over every field.
@@ -245,7 +243,7 @@ actor Reconciler {
                 throw PeerError("the peer at \(peer.address) is node \(hello["node"]?.stringValue ?? "?"), not \(peer.node.id)")
             }
             var theirs = CommitWire.versionVector(hello["versionVector"])
-            try replica.setKnownVector(of: peer.node.id, theirs)
+            try await replica.writing { [theirs] in try $0.setKnownVector(of: peer.node.id, theirs) }
             let ours = replica.versionVector
             let registry = replica.registry
             var unknownOrigins = 0
@@ -257,14 +255,13 @@ actor Reconciler {
                     continue
                 }
                 let commits = try await connection.commits(origin: origin, seqs: ((ours[origin] ?? 0) + 1)...seq)
-                let r = try metrics.merge(replica) { try replica.apply(commits) }
+                let r = try await metrics.merging(replica) { try await replica.writing { try $0.apply(commits) } }
                 audit.judged(r, origin: "reconcile:\(peer.node.id.rawValue)")
                 fetched += r.applied
                 held += r.held.count
                 rejected += r.rejected.count
             }
-            if fetched > 0 { events.publish(replica: replica) }
-            let missing = try replica.rawCommits(missingFrom: theirs)
+            let missing = try await replica.reading { [theirs] in try $0.rawCommits(missingFrom: theirs) }
             var rest = missing[...]
             while !rest.isEmpty {
                 let batch = rest.prefix(PeerReplicator.pushBatch).prefix(bodyBytes: PeerAPI.maxBatchBytes)
@@ -283,7 +280,7 @@ actor Reconciler {
             // 2. Digests: one round trip when they agree.
             let digest = fetched + sent > 0 ? try await connection.call("GET", "/v1/peer/hello", timeout: .seconds(15)) : hello
             theirs = CommitWire.versionVector(digest["versionVector"])
-            try replica.setKnownVector(of: peer.node.id, theirs)
+            try await replica.writing { [theirs] in try $0.setKnownVector(of: peer.node.id, theirs) }
             let vectorsEqual = theirs.filter { $0.value > 0 } == replica.versionVector.filter { $0.value > 0 }
             o["vectorsEqual"] = .bool(vectorsEqual)
             let digestsEqual = digest["digest"]?.stringValue == Hex.encode(replica.digestRoot)
@@ -367,11 +364,13 @@ actor Reconciler {
             let body = JSONValue.object(["buckets": .array(page.map { .int(Int64($0)) })]).canonicalBytes
             theirEntries.merge(try Self.entries(try await connection.call("POST", "/v1/peer/digest/entries", body: body))) { a, _ in a }
         }
-        func differing() throws -> [String] {
-            let ours = Dictionary(try replica.digestEntries(buckets: buckets).map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
-            return Set(ours.keys).union(theirEntries.keys).filter { ours[$0]?.hash != theirEntries[$0]?.hash }.sorted()
+        let differingBuckets = buckets, theirs = theirEntries
+        func differing() async throws -> [String] {
+            let ours = Dictionary(try await replica.reading { try $0.digestEntries(buckets: differingBuckets) }.map { ($0.key, $0) },
+                                  uniquingKeysWith: { a, _ in a })
+            return Set(ours.keys).union(theirs.keys).filter { ours[$0]?.hash != theirs[$0]?.hash }.sorted()
         }
-        let before = try differing()
+        let before = try await differing()
         n.entriesDiffering = before.count
         // Winners we do not hold in our log although our vector covers them: fetch and restore.
         // Only those: an entry beyond our vector is no commit the partner could have sent us (the
@@ -381,14 +380,14 @@ actor Reconciler {
         for key in before {
             if let e = theirEntries[key] { records.insert(e.record) } else { records.insert(String(key.prefix { $0 != "~" })) }
             guard let e = theirEntries[key], let origin = NodeID(e.origin), e.seq <= vector[origin] ?? 0,
-                try replica.rawCommits(origin: origin, seqs: e.seq...e.seq).isEmpty
+                try await replica.reading({ try $0.rawCommits(origin: origin, seqs: e.seq...e.seq) }).isEmpty
             else { continue }
             let commits = try await connection.commits(origin: origin, seqs: e.seq...e.seq)
-            n.commitsRestored += try metrics.merge(replica) { try replica.apply(commits) }.restored
+            n.commitsRestored += try await metrics.merging(replica) { try await replica.writing { try $0.apply(commits) } }.restored
         }
-        let rebuilt = try replica.rebuild(buckets: [], records: records)
+        let rebuilt = try await replica.writing { [records] in try $0.rebuild(buckets: [], records: records) }
         n.repaired = rebuilt.fieldsRepaired + rebuilt.conflictsRepaired
-        let after = try differing()
+        let after = try await differing()
         n.remaining = after.count
         n.examples = Array(after.prefix(10))
         return n
@@ -483,7 +482,6 @@ struct NightlyJobs: Service {
     let schedule: ReconcileSchedule
     let reports: ReconcileReports
     let replica: Replica
-    let events: EventBroadcaster
     let audit: AuditLog
     let logger: Logger
 
@@ -517,11 +515,10 @@ struct NightlyJobs: Service {
         while (try? await gracefulSleep(.seconds(10))) != nil {
             guard let held = try? replica.attentionCounts().held, held > 0 else { continue }
             do {
-                let report = try reconciler.metrics.merge(replica) { try replica.retryHeld() }
+                let report = try await reconciler.metrics.merging(replica) { try await replica.writing { try $0.retryHeld() } }
                 audit.judged(report, origin: "quarantine")
                 if report.applied > 0 {
                     logger.info("quarantined commits applied", metadata: ["applied": "\(report.applied)"])
-                    events.publish(replica: replica)
                 }
             } catch {
                 logger.warning("retrying quarantined commits failed", metadata: ["error": "\(error)"])

@@ -178,6 +178,13 @@ public final class Replica: Sendable {
     let recordReader: RecordReader?
     /// Set while local writes wait after a restore (Replica+Restore.swift).
     let ownChain: Mutex<OwnChainGate?>
+    /// The writer's own thread: async callers' writes run here in order, never on Swift's
+    /// cooperative pool (see `writing`).
+    let writerQueue = DispatchQueue(label: "progsync.writer")
+    /// Long reads of async callers (self-check, digest entries, commit pages) run here.
+    let readerQueue = DispatchQueue(label: "progsync.readers", attributes: .concurrent)
+    /// Told the newest LSN after every commit of the writer, whatever path made it.
+    let commitObservers = CommitObservers()
 
     public static let wallClockMilliseconds: @Sendable () -> UInt64 = {
         var ts = timespec()
@@ -213,10 +220,8 @@ public final class Replica: Sendable {
         try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         try Self.migrate(pool, path: configuration.path, logger: configuration.logger)
         ownChain = Mutex(try Self.loadOwnChainGate(pool))
-        if let recordReader {
-            try pool.writeWithoutTransaction { db in
-                db.add(transactionObserver: CommitNotifier(reader: recordReader), extent: .databaseLifetime)
-            }
+        try pool.writeWithoutTransaction { [recordReader, commitObservers] db in
+            db.add(transactionObserver: CommitNotifier(reader: recordReader, observers: commitObservers), extent: .databaseLifetime)
         }
         let loaded = try pool.read { db -> State in
             var heads: [NodeID: Head] = [:]
@@ -420,12 +425,28 @@ public final class Replica: Sendable {
 }
 
 /// Tells the record readers about each commit of the writer, whatever path made it, so that they
-/// drop snapshots from before it.
+/// drop snapshots from before it; then tells the commit observers (the change feed) the newest LSN.
 final class CommitNotifier: TransactionObserver {
-    let reader: RecordReader
-    init(reader: RecordReader) { self.reader = reader }
+    let reader: RecordReader?
+    let observers: CommitObservers
+    init(reader: RecordReader?, observers: CommitObservers) {
+        self.reader = reader
+        self.observers = observers
+    }
     func observes(eventsOfKind eventKind: DatabaseEventKind) -> Bool { false }
     func databaseDidChange(with event: DatabaseEvent) {}
-    func databaseDidCommit(_ db: Database) { reader.writerCommitted() }
+    func databaseDidCommit(_ db: Database) {
+        reader?.writerCommitted()
+        let notify = observers.list.withLock { $0 }
+        // The log's end as committed (the in-memory state changes only after this returns).
+        guard !notify.isEmpty, let lsn = try? Int64.fetchOne(db, sql: "SELECT max(lsn) FROM commits") else { return }
+        for observer in notify { observer(lsn) }
+    }
     func databaseDidRollback(_ db: Database) {}
+}
+
+
+/// Whoever follows the writer's commits (the change feed), called on the writer's thread.
+final class CommitObservers: Sendable {
+    let list = Mutex<[@Sendable (_ lastLSN: Int64) -> Void]>([])
 }
