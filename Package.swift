@@ -92,11 +92,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // The CLI: commands and pure logic (CSV, field values, reports, tables); testable.
+        // The programme report (tree, counts, Markdown/HTML rendering), shared by the CLI and the web app.
+        .target(
+            name: "ProgSyncReport",
+            dependencies: ["ProgSyncCore"],
+            swiftSettings: swiftSettings
+        ),
+        // The CLI: commands and pure logic (CSV, field values, tables); testable.
         .target(
             name: "ProgSyncCLI",
             dependencies: [
-                "ProgSyncCore", "ProgSyncHTTPClient",
+                "ProgSyncCore", "ProgSyncReport", "ProgSyncHTTPClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -163,7 +169,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ProgSyncCLITests",
-            dependencies: ["ProgSyncCLI", "ProgSyncCore"],
+            dependencies: ["ProgSyncCLI", "ProgSyncCore", "ProgSyncReport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
