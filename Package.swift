@@ -26,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0", traits: [.defaults, "YAML"]),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
     ],
     targets: [
         // libcurl, the only HTTP client: variadic setopt/getinfo wrapped in shim.h.
@@ -66,7 +68,8 @@ let package = Package(
         .target(
             name: "ProgSyncDaemon",
             dependencies: [
-                "ProgSyncCore", "ProgSyncStore",
+                "ProgSyncCore", "ProgSyncStore", "ProgSyncWeb",
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 "ProgSyncHTTPClient",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -96,6 +99,22 @@ let package = Package(
         .target(
             name: "ProgSyncReport",
             dependencies: ["ProgSyncCore"],
+            swiftSettings: swiftSettings
+        ),
+        // The web app for programme officers: pages, sessions, live updates; served by the daemon.
+        .target(
+            name: "ProgSyncWeb",
+            dependencies: [
+                "ProgSyncCore", "ProgSyncStore", "ProgSyncReport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+                .product(name: "HummingbirdOTP", package: "hummingbird-auth"),
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Configuration", package: "swift-configuration"),
+            ],
+            resources: [.copy("Resources/templates"), .copy("Resources/static")],
             swiftSettings: swiftSettings
         ),
         // The CLI: commands and pure logic (CSV, field values, tables); testable.

@@ -98,6 +98,7 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger) thro
     let router = Router(context: LocalRequestContext.self)
     router.middlewares.add(JSONErrorMiddleware())
     api.addRoutes(to: router)
+    try addWebApp(api, to: router, services: &services, configuration, tls: tls, logger: logger)
 
     // The lock proves no other daemon owns this folder, so a leftover socket is stale.
     if fm.fileExists(atPath: configuration.socketPath) { try fm.removeItem(atPath: configuration.socketPath) }
