@@ -36,6 +36,7 @@ public struct ProgSyncCommand: AsyncParsableCommand {
             SyncCommand.self,
             BundleCommand.self,
             ReconcileCommand.self,
+            UsersCommand.self,
         ]
     )
 
