@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build needs from Debian when it is missing: libcurl's and zlib's headers (the
 # HTTP client, bundles); with --test also faketime and iproute2 (clock-skew and partition tests)
-# and LibreOffice Calc, headless (the spreadsheet round-trip test);
+# and LibreOffice Calc, headless (the spreadsheet round-trip test), Chromium and chromedriver (the
+# web app's browser tests);
 # with --bench nginx-light. Safe to run again.
 set -euo pipefail
 need=()
@@ -11,6 +12,10 @@ if [ "${1:-}" = "--test" ]; then
     command -v faketime >/dev/null 2>&1 || need+=(faketime)
     command -v ip >/dev/null 2>&1 || need+=(iproute2)
     command -v soffice >/dev/null 2>&1 || need+=(libreoffice-calc-nogui)
+    # The web app's browser tests (scripts/ui-test.sh).
+    command -v chromium >/dev/null 2>&1 || need+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+    python3 -c "import venv, ensurepip" >/dev/null 2>&1 || need+=(python3-venv)
 fi
 if [ "${1:-}" = "--bench" ]; then
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)

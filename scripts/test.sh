@@ -8,5 +8,7 @@ scripts/setup.sh --test
 swift build --build-tests
 # Serial: the long synchronous property and crash tests would otherwise starve the async ones.
 swift test --skip-build --no-parallel
+# The web app in a real browser (two nodes, about a minute).
+scripts/ui-test.sh
 # Last, on the debug build's dependency objects: each fuzz target; a crash fails the run.
 scripts/fuzz.sh "${PROGSYNC_FUZZ_SECONDS:-60}"

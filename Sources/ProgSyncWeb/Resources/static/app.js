@@ -48,8 +48,19 @@
     }
   }
 
-  var source = new EventSource(base + "/events");
-  source.addEventListener("commit", function (event) {
+  // One stream per open page: closed when the page is left, so streams of pages gone (or kept
+  // in the back-forward cache) never hold the browser's few connections per server.
+  var source = null;
+  function connect() {
+    if (source) return;
+    source = new EventSource(base + "/events");
+    source.addEventListener("commit", onCommit);
+  }
+  window.addEventListener("pagehide", function () { if (source) { source.close(); source = null; } });
+  window.addEventListener("pageshow", connect);
+  connect();
+
+  function onCommit(event) {
     var data;
     try { data = JSON.parse(event.data); } catch (e) { return; }
     var mine = data.author === body.getAttribute("data-me");
@@ -60,5 +71,5 @@
       if (!mine) warnForms(c.record, c.field, data);
     });
     if (changed && live) live.textContent = body.getAttribute("data-live-changed") + ": " + data.org;
-  });
+  }
 })();
