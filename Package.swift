@@ -141,6 +141,16 @@ let package = Package(
             path: "Benchmarks/ProgSyncBench",
             swiftSettings: swiftSettings
         ),
+        // The web app's render times: the 2021 overview and pages of 100k activities.
+        .executableTarget(
+            name: "ProgSyncWebBench",
+            dependencies: [
+                "ProgSyncCore", "ProgSyncStore", "ProgSyncDaemon", "ProgSyncHTTPClient",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/WebBench",
+            swiftSettings: swiftSettings
+        ),
         // Applies one large batch so the crash test can kill it mid-transaction.
         .executableTarget(
             name: "progsync-crash-writer",
@@ -169,6 +179,7 @@ let package = Package(
             name: "ProgSyncDaemonTests",
             dependencies: [
                 "ProgSyncCore", "ProgSyncStore", "ProgSyncDaemon", "ProgSyncHTTPClient", "ProgSyncWeb",
+                .product(name: "HummingbirdOTP", package: "hummingbird-auth"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -15,6 +15,7 @@ if [ "${1:-}" = "--test" ]; then
     # The web app's browser tests (scripts/ui-test.sh).
     command -v chromium >/dev/null 2>&1 || need+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+    dpkg -s fonts-noto-color-emoji >/dev/null 2>&1 || need+=(fonts-noto-color-emoji)
     python3 -c "import venv, ensurepip" >/dev/null 2>&1 || need+=(python3-venv)
 fi
 if [ "${1:-}" = "--bench" ]; then

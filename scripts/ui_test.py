@@ -239,7 +239,7 @@ def main():
         check("edit on A appears on B's open page within 2 s", seen is not None, status_cell_text(db, activity))
         check("B's page was not reloaded", db.execute_script("return window.__notReloaded === true;"))
         if seen is not None:
-            print("edit on A -> B's page: %.0f ms" % (seen * 1000))
+            print("web: edit->partner page %.0f ms (browser, two nodes)" % (seen * 1000))
         shot(db, "live-update-on-b")
 
         # A conflict made on both nodes (A is offline while B edits), resolved in A's browser.

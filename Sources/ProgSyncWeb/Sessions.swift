@@ -17,6 +17,7 @@ final class SessionStore: Sendable {
     }
 
     private let sessions = Mutex<[String: Session]>([:])
+    static let maxSessions = 10_000
     let idleMilliseconds: UInt64
     let now: @Sendable () -> UInt64
 
@@ -34,6 +35,11 @@ final class SessionStore: Sendable {
         sessions.withLock { s in
             let t = now()
             s = s.filter { t - min(t, $0.value.lastSeen) < idleMilliseconds }
+            // Anyone can open the login page: past the bound, the oldest sessions not signed in go.
+            if s.count >= Self.maxSessions {
+                let anonymous = s.values.filter { $0.user == nil }.sorted { $0.lastSeen < $1.lastSeen }
+                for old in anonymous.prefix(s.count - Self.maxSessions + 1) { s[old.id] = nil }
+            }
             s[session.id] = session
         }
         return session

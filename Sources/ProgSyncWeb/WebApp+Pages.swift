@@ -21,8 +21,10 @@ extension WebApp {
         }
     }
 
-    func statusOptions(_ lang: ReportLanguage, selected: String?) -> [[String: Any]] {
-        StatusCounts.order.map { status in
+    /// The states to choose from; `withNone` adds "no status" (an edit form, not a filter, whose
+    /// empty choice means "any").
+    func statusOptions(_ lang: ReportLanguage, selected: String?, withNone: Bool = true) -> [[String: Any]] {
+        (withNone ? StatusCounts.order : ProgrammeStatus.allCases.map { $0 }).map { status in
             [
                 "code": status?.rawValue ?? "", "label": Words.status(status, lang), "symbol": status?.symbol ?? "—",
                 "selected": (status?.rawValue ?? "") == (selected ?? ""),
@@ -57,7 +59,7 @@ extension WebApp {
         var data = common(request, mount, viewer, title: ours ? "ours" : "overview", lang: lang)
         data["path"] = ours ? "/ours" : "/"
         data["legend"] = try legend(lang)
-        data["statusOptions"] = statusOptions(lang, selected: query.status)
+        data["statusOptions"] = statusOptions(lang, selected: query.status, withNone: false)
         data["filter"] = ["owner": ours ? "" : (query.owner ?? ""), "partner": query.partner ?? "", "q": query.text ?? ""]
         data["groups"] = groups
         data["total"] = total

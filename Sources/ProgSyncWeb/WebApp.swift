@@ -116,7 +116,7 @@ public final class WebApp: Sendable {
     /// The signed-in person, from the trusted proxy header or the session cookie; nil: nobody.
     func viewer(_ request: Request, _ context: some WebRequestContext) throws -> Viewer? {
         if let header = configuration.trustedUserHeader, let field = HTTPField.Name(header),
-            let address = context.clientAddress, configuration.trustedProxies.contains(address),
+            configuration.trustedProxies.contains(context.clientAddress ?? "socket"),
             let name = request.headers[field]
         {
             guard let user = try backend.replica.webUser(named: name), !user.disabled else { return nil }

@@ -22,7 +22,8 @@ public struct WebConfiguration: Sendable {
     /// Activities on one page of the overview.
     public var pageSize = 200
     /// A header naming the signed-in person, set by an SSO proxy; honoured only on requests from
-    /// `trustedProxies` (exact addresses), and only for names `progsync users` knows.
+    /// `trustedProxies` (exact addresses; `socket` for the proxy on the local socket), and only
+    /// for names `progsync users` knows.
     public var trustedUserHeader: String?
     public var trustedProxies: [String] = []
 

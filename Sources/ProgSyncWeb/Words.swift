@@ -42,6 +42,9 @@ enum Words {
         "activity": ("Activiteit", "Activity"),
         "number": ("Nr.", "No."),
         "count": ("Aantal", "Count"),
+        "kind": ("Soort", "Kind"),
+        "theme": ("Thema", "Theme"),
+        "deleted": ("Verwijderd", "Deleted"),
         "title": ("Titel", "Title"),
         "explanation": ("Toelichting", "Explanation"),
         "noStatus": ("geen status", "no status"),
@@ -96,8 +99,11 @@ enum Words {
         "editorsOnly": ("Alleen voor bewerkers.", "Editors only."),
     ]
 
+    static let dutch = all.mapValues(\.nl)
+    static let english = all.mapValues(\.en)
+
     static func table(_ language: ReportLanguage) -> [String: String] {
-        all.mapValues { language == .nl ? $0.nl : $0.en }
+        language == .nl ? dutch : english
     }
 
     static func status(_ status: ProgrammeStatus?, _ language: ReportLanguage) -> String {

@@ -1,4 +1,5 @@
 import Foundation
+import HummingbirdOTP
 import Logging
 import ProgSyncCore
 @testable import ProgSyncDaemon
@@ -29,7 +30,7 @@ struct WebAppTests {
         }
     }
 
-    static func startNode() throws -> Node {
+    static func startNode(_ configure: (inout DaemonConfiguration) -> Void = { _ in }) throws -> Node {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("psweb-\(UUID().uuidString.prefix(8))")
         let data = folder.appendingPathComponent("data").path
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -43,6 +44,7 @@ struct WebAppTests {
         var configuration = DaemonConfiguration(dataDirectory: data)
         configuration.reconcileSchedule = ReconcileSchedule("off")!
         configuration.loadSampleData = false
+        configure(&configuration)
         var logger = Logger(label: "progsyncd-web-test")
         logger.logLevel = .warning
         let daemon = try buildDaemon(configuration: configuration, logger: logger)
@@ -88,8 +90,10 @@ struct WebAppTests {
         let browser = try WebBrowser(socketPath: configuration.socketPath)
         defer { browser.shutdown() }
 
-        // Not signed in: pages send you to the login page.
+        // Not signed in: pages send you to the login page; a proxy's user header counts for nothing
+        // unless configured.
         #expect(try await browser.get("/ui/").status == 303)
+        #expect(try await browser.send("GET", "/ui/", headers: ["X-Remote-User": "anna"]).status == 303)
         // A failed login says so and is logged; the right password signs in.
         #expect(try await browser.login("anna", "wrong password here").status == 401)
         #expect(try await browser.login("anna", "anna's long password").status == 303)
@@ -199,6 +203,63 @@ struct WebAppTests {
         #expect(blocked.text.contains("Te veel mislukte pogingen"))
     }
 
+    @Test func secondFactor() async throws {
+        let node = try Self.startNode()
+        let configuration = node.configuration
+        defer { try? FileManager.default.removeItem(at: node.folder) }
+        defer { node.run.cancel() }
+        let admin = try InProcessClient(socketPath: configuration.socketPath)
+        defer { admin.shutdown() }
+        #expect(await eventually(timeout: 20) { (try? await admin.send("GET", "/v1/status").0) == 200 })
+        let added = try await admin.send("POST", "/v1/users", ["name": "anna", "role": "editor", "password": "anna's long password", "totp": true])
+        #expect(added.0 == 201)
+        #expect(added.1["totpURL"]?.stringValue?.hasPrefix("otpauth://totp/") == true)
+        let secret = try #require(try node.daemon.replica.webUser(named: "anna")?.totpSecret)
+        let browser = try WebBrowser(socketPath: configuration.socketPath)
+        defer { browser.shutdown() }
+        // The password alone, or a wrong code, is not enough.
+        #expect(try await browser.login("anna", "anna's long password").status == 401)
+        let form = try await browser.get("/ui/login")
+        let code = TOTP(secret: secret).compute()
+        let wrong = try await browser.post("/ui/login", form: [
+            "_csrf": form.csrf, "name": "anna", "password": "anna's long password", "totp": String((code + 1) % 1_000_000),
+        ])
+        #expect(wrong.status == 401)
+        let form2 = try await browser.get("/ui/login")
+        let right = try await browser.post("/ui/login", form: [
+            "_csrf": form2.csrf, "name": "anna", "password": "anna's long password", "totp": String(TOTP(secret: secret).compute()),
+        ])
+        #expect(right.status == 303)
+        #expect(try await browser.get("/ui/").status == 200)
+    }
+
+    @Test func trustedProxyHeader() async throws {
+        let node = try Self.startNode { c in
+            c.ui.trustedUserHeader = "X-Remote-User"
+            c.ui.trustedProxies = ["socket"]
+        }
+        let configuration = node.configuration
+        defer { try? FileManager.default.removeItem(at: node.folder) }
+        defer { node.run.cancel() }
+        let admin = try InProcessClient(socketPath: configuration.socketPath)
+        defer { admin.shutdown() }
+        #expect(await eventually(timeout: 20) { (try? await admin.send("GET", "/v1/status").0) == 200 })
+        #expect(try await admin.send("POST", "/v1/users", ["name": "anna", "role": "editor", "password": "anna's long password"]).0 == 201)
+        let browser = try WebBrowser(socketPath: configuration.socketPath)
+        defer { browser.shutdown() }
+        let proxy = ["X-Remote-User": "anna"]
+        let page = try await browser.send("GET", "/ui/activities/p.a1", headers: proxy)
+        #expect(page.status == 200 && page.text.contains("anna"))
+        // Names the app does not know, and forms without the token, are refused all the same.
+        #expect(try await browser.send("GET", "/ui/", headers: ["X-Remote-User": "mallory"]).status == 303)
+        #expect(try await browser.post("/ui/activities/p.a1", form: ["status": "completed"], headers: proxy).status == 403)
+        let saved = try await browser.post("/ui/activities/p.a1", form: [
+            "_csrf": page.csrf, "status": "completed", "base.status": page.hidden("base.status"),
+        ], headers: proxy)
+        #expect(saved.status == 303)
+        #expect(try node.daemon.replica.fields(ofRecord: "p.a1")["status"]?.value == "completed")
+    }
+
     @Test func idleSessionsExpire() {
         let clock = ManualClock()
         let store = SessionStore(idleSeconds: 60, now: { clock.now })
@@ -268,8 +329,9 @@ final class WebBrowser: @unchecked Sendable {
 
     func shutdown() { client.shutdown() }
 
-    func send(_ method: String, _ path: String, body: [UInt8]? = nil) async throws -> Page {
+    func send(_ method: String, _ path: String, body: [UInt8]? = nil, headers: [String: String] = [:]) async throws -> Page {
         var request = HTTPClientRequest(method: method, url: "http://localhost" + path, body: body)
+        for (name, value) in headers { request.addHeader(name, value) }
         if let cookie { request.addHeader("Cookie", cookie) }
         if body != nil { request.addHeader("Content-Type", "application/x-www-form-urlencoded") }
         let response = try await client.send(request)
@@ -282,9 +344,9 @@ final class WebBrowser: @unchecked Sendable {
 
     func get(_ path: String) async throws -> Page { try await send("GET", path) }
 
-    func post(_ path: String, form: [String: String]) async throws -> Page {
+    func post(_ path: String, form: [String: String], headers: [String: String] = [:]) async throws -> Page {
         let body = form.map { "\(Self.encode($0.key))=\(Self.encode($0.value))" }.joined(separator: "&")
-        return try await send("POST", path, body: Array(body.utf8))
+        return try await send("POST", path, body: Array(body.utf8), headers: headers)
     }
 
     func login(_ name: String, _ password: String) async throws -> Page {
