@@ -67,197 +67,185 @@ struct WebAppTests {
         return node
     }
 
-    @Test func loginEditRulesCSRFAndLogout() async throws {
-        let node = try Self.startNode()
-        let (daemon, configuration) = (node.daemon, node.configuration)
+    /// Runs `body` on a started node (its socket answering), with an admin client and a browser.
+    static func withNode(_ configure: (inout DaemonConfiguration) -> Void = { _ in },
+                         _ body: (Node, InProcessClient, WebBrowser) async throws -> Void) async throws {
+        let node = try startNode(configure)
         defer { try? FileManager.default.removeItem(at: node.folder) }
         defer { node.run.cancel() }
-        let admin = try InProcessClient(socketPath: configuration.socketPath)
+        let admin = try InProcessClient(socketPath: node.configuration.socketPath)
         defer { admin.shutdown() }
         #expect(await eventually(timeout: 20) { (try? await admin.send("GET", "/v1/status").0) == 200 })
-
-        // Users: bad input is refused with a clear message; a taken name is a conflict.
-        #expect(try await admin.send("POST", "/v1/users", ["name": "anna", "role": "editor", "password": "short"]).0 == 422)
-        #expect(try await admin.send("POST", "/v1/users", ["name": "a b", "role": "editor", "password": "long enough password"]).0 == 422)
-        #expect(try await admin.send("POST", "/v1/users", ["name": "anna", "role": "boss", "password": "long enough password"]).0 == 422)
-        #expect(try await admin.send("POST", "/v1/users", ["name": "anna", "role": "editor", "password": "anna's long password"]).0 == 201)
-        #expect(try await admin.send("POST", "/v1/users", ["name": "anna", "role": "editor", "password": "anna's long password"]).0 == 409)
-        #expect(try await admin.send("POST", "/v1/users", ["name": "vera", "role": "viewer", "password": "vera's long password"]).0 == 201)
-        let list = try await admin.send("GET", "/v1/users").1
-        #expect(list["users"]?.arrayValue?.count == 2)
-        #expect(!list.canonicalString.contains("$2"), "a password hash left the daemon")
-
-        let browser = try WebBrowser(socketPath: configuration.socketPath)
+        let browser = try WebBrowser(socketPath: node.configuration.socketPath)
         defer { browser.shutdown() }
+        try await body(node, admin, browser)
+    }
 
-        // Not signed in: pages send you to the login page; a proxy's user header counts for nothing
-        // unless configured.
-        #expect(try await browser.get("/ui/").status == 303)
-        #expect(try await browser.send("GET", "/ui/", headers: ["X-Remote-User": "anna"]).status == 303)
-        // A failed login says so and is logged; the right password signs in.
-        #expect(try await browser.login("anna", "wrong password here").status == 401)
-        #expect(try await browser.login("anna", "anna's long password").status == 303)
-        let overview = try await browser.get("/ui/")
-        #expect(overview.status == 200)
-        #expect(overview.text.contains("Politie-activiteit"))
-        #expect(overview.text.contains("Legenda"))
+    @Test func loginEditRulesCSRFAndLogout() async throws {
+        try await Self.withNode { node, admin, browser in
+            let (daemon, configuration) = (node.daemon, node.configuration)
 
-        // English by choice, every label in it.
-        let english = try await browser.get("/ui/?lang=en")
-        #expect(english.text.contains("<html lang=\"en\">") && english.text.contains("Legend") && !english.text.contains("Legenda"))
-        _ = try await browser.get("/ui/?lang=nl")
+            // Users: bad input is refused with a clear message; a taken name is a conflict.
+            #expect(try await admin.send("POST", "/v1/users", ["name": "anna", "role": "editor", "password": "short"]).0 == 422)
+            #expect(try await admin.send("POST", "/v1/users", ["name": "a b", "role": "editor", "password": "long enough password"]).0 == 422)
+            #expect(try await admin.send("POST", "/v1/users", ["name": "anna", "role": "boss", "password": "long enough password"]).0 == 422)
+            #expect(try await admin.send("POST", "/v1/users", ["name": "anna", "role": "editor", "password": "anna's long password"]).0 == 201)
+            #expect(try await admin.send("POST", "/v1/users", ["name": "anna", "role": "editor", "password": "anna's long password"]).0 == 409)
+            #expect(try await admin.send("POST", "/v1/users", ["name": "vera", "role": "viewer", "password": "vera's long password"]).0 == 201)
+            let list = try await admin.send("GET", "/v1/users").1
+            #expect(list["users"]?.arrayValue?.count == 2)
+            #expect(!list.canonicalString.contains("$2"), "a password hash left the daemon")
 
-        // The editor edits politie's record: the commit's author is the person, history shows it.
-        let page = try await browser.get("/ui/activities/p.a1")
-        #expect(page.text.contains("form method=\"post\" action=\"/ui/activities/p.a1\""))
-        let saved = try await browser.post("/ui/activities/p.a1", form: [
-            "_csrf": page.csrf, "status": "delayed", "explanation": "Vertraagd door ziekte",
-            "base.status": page.hidden("base.status"), "base.explanation": page.hidden("base.explanation"),
-        ])
-        #expect(saved.status == 303)
-        #expect(try daemon.replica.fields(ofRecord: "p.a1")["status"]?.value == "delayed")
-        let history = try daemon.replica.history(ofRecord: "p.a1")
-        let author = try #require(history.last.map { try daemon.replica.author(of: $0.commit.commit.ref) ?? $0.commit.commit.author })
-        #expect(author == "web:anna")
-        let fresh = try await browser.get("/ui/activities/p.a1")
-        #expect(fresh.text.contains("web:anna"))
 
-        // A form rendered before a partner's change is refused with a clear message.
-        try node.partnerCommits([FieldWrite(record: "p.a1", field: "status", value: "on-track")])
-        let stale = try await browser.post("/ui/activities/p.a1", form: [
-            "_csrf": page.csrf, "status": "completed", "explanation": "Vertraagd door ziekte",
-            "base.status": fresh.hidden("base.status"), "base.explanation": fresh.hidden("base.explanation"),
-        ])
-        #expect(stale.status == 409)
-        #expect(stale.text.contains("intussen gewijzigd"))
-        #expect(try daemon.replica.fields(ofRecord: "p.a1")["status"]?.value == "on-track")
-        // Saving again from the refused form (now based on the partner's version) replaces it knowingly.
-        let again = try await browser.post("/ui/activities/p.a1", form: [
-            "_csrf": page.csrf, "status": "completed", "explanation": "Vertraagd door ziekte",
-            "base.status": stale.hidden("base.status"), "base.explanation": stale.hidden("base.explanation"),
-        ])
-        #expect(again.status == 303)
-        #expect(try daemon.replica.fields(ofRecord: "p.a1")["status"]?.value == "completed")
+            // Not signed in: pages send you to the login page; a proxy's user header counts for nothing
+            // unless configured.
+            #expect(try await browser.get("/ui/").status == 303)
+            #expect(try await browser.send("GET", "/ui/", headers: ["X-Remote-User": "anna"]).status == 303)
+            // A failed login says so and is logged; the right password signs in.
+            #expect(try await browser.login("anna", "wrong password here").status == 401)
+            #expect(try await browser.login("anna", "anna's long password").status == 303)
+            let overview = try await browser.get("/ui/")
+            #expect(overview.status == 200)
+            #expect(overview.text.contains("Politie-activiteit"))
+            #expect(overview.text.contains("Legenda"))
 
-        // Not politie's record: read only, says whose it is, and a forged POST is refused.
-        let other = try await browser.get("/ui/activities/al1.r01.a01")
-        #expect(other.text.contains("eigendom van jenv"))
-        #expect(!other.text.contains("action=\"/ui/activities/al1.r01.a01\""))
-        let refused = try await browser.post("/ui/activities/al1.r01.a01", form: ["_csrf": page.csrf, "status": "completed", "base.status": "none"])
-        #expect(refused.status == 403)
-        #expect(refused.text.contains("eigendom van jenv"))
-        #expect(try daemon.replica.fields(ofRecord: "al1.r01.a01")["status"]?.value != "completed")
+            // English by choice, every label in it.
+            let english = try await browser.get("/ui/?lang=en")
+            #expect(english.text.contains("<html lang=\"en\">") && english.text.contains("Legend") && !english.text.contains("Legenda"))
+            _ = try await browser.get("/ui/?lang=nl")
 
-        // A POST without the CSRF token, or with another one, is refused and changes nothing.
-        let before = try daemon.replica.lastLSN
-        #expect(try await browser.post("/ui/activities/p.a1", form: ["status": "completed"]).status == 403)
-        #expect(try await browser.post("/ui/activities/p.a1", form: ["_csrf": String(repeating: "0", count: 64), "status": "completed"]).status == 403)
-        #expect(try daemon.replica.lastLSN == before)
+            // The editor edits politie's record: the commit's author is the person, history shows it.
+            let page = try await browser.get("/ui/activities/p.a1")
+            #expect(page.text.contains("form method=\"post\" action=\"/ui/activities/p.a1\""))
+            let saved = try await browser.post("/ui/activities/p.a1", form: [
+                "_csrf": page.csrf, "status": "delayed", "explanation": "Vertraagd door ziekte",
+                "base.status": page.hidden("base.status"), "base.explanation": page.hidden("base.explanation"),
+            ])
+            #expect(saved.status == 303)
+            #expect(try daemon.replica.fields(ofRecord: "p.a1")["status"]?.value == "delayed")
+            let history = try daemon.replica.history(ofRecord: "p.a1")
+            let author = try #require(history.last.map { try daemon.replica.author(of: $0.commit.commit.ref) ?? $0.commit.commit.author })
+            #expect(author == "web:anna")
+            let fresh = try await browser.get("/ui/activities/p.a1")
+            #expect(fresh.text.contains("web:anna"))
 
-        // Reports: the same report as `progsync report`, and a CSV.
-        #expect(try await browser.get("/ui/reports/programme.html").text.contains("Programmaresultaten"))
-        let csv = try await browser.get("/ui/reports/programme.csv")
-        #expect(csv.status == 200 && csv.text.contains("Politie-activiteit"))
+            // A form rendered before a partner's change is refused with a clear message.
+            try node.partnerCommits([FieldWrite(record: "p.a1", field: "status", value: "on-track")])
+            let stale = try await browser.post("/ui/activities/p.a1", form: [
+                "_csrf": page.csrf, "status": "completed", "explanation": "Vertraagd door ziekte",
+                "base.status": fresh.hidden("base.status"), "base.explanation": fresh.hidden("base.explanation"),
+            ])
+            #expect(stale.status == 409)
+            #expect(stale.text.contains("intussen gewijzigd"))
+            #expect(try daemon.replica.fields(ofRecord: "p.a1")["status"]?.value == "on-track")
+            // Saving again from the refused form (now based on the partner's version) replaces it knowingly.
+            let again = try await browser.post("/ui/activities/p.a1", form: [
+                "_csrf": page.csrf, "status": "completed", "explanation": "Vertraagd door ziekte",
+                "base.status": stale.hidden("base.status"), "base.explanation": stale.hidden("base.explanation"),
+            ])
+            #expect(again.status == 303)
+            #expect(try daemon.replica.fields(ofRecord: "p.a1")["status"]?.value == "completed")
 
-        // After logout the old cookie is refused.
-        let oldCookie = browser.cookie
-        #expect(try await browser.post("/ui/logout", form: ["_csrf": page.csrf]).status == 303)
-        browser.cookie = oldCookie
-        #expect(try await browser.get("/ui/").status == 303)
+            // Not politie's record: read only, says whose it is, and a forged POST is refused.
+            let other = try await browser.get("/ui/activities/al1.r01.a01")
+            #expect(other.text.contains("eigendom van jenv"))
+            #expect(!other.text.contains("action=\"/ui/activities/al1.r01.a01\""))
+            let refused = try await browser.post("/ui/activities/al1.r01.a01", form: ["_csrf": page.csrf, "status": "completed", "base.status": "none"])
+            #expect(refused.status == 403)
+            #expect(refused.text.contains("eigendom van jenv"))
+            #expect(try daemon.replica.fields(ofRecord: "al1.r01.a01")["status"]?.value != "completed")
 
-        // A viewer reads but cannot edit.
-        let viewer = try WebBrowser(socketPath: configuration.socketPath)
-        defer { viewer.shutdown() }
-        #expect(try await viewer.login("vera", "vera's long password").status == 303)
-        let viewerPage = try await viewer.get("/ui/activities/p.a1")
-        #expect(viewerPage.text.contains("u bent lezer"))
-        #expect(!viewerPage.text.contains("action=\"/ui/activities/p.a1\""))
-        let viewerPost = try await viewer.post("/ui/activities/p.a1", form: ["_csrf": viewerPage.csrf, "status": "completed", "base.status": "none"])
-        #expect(viewerPost.status == 403)
-        #expect(try await viewer.get("/ui/conflicts").status == 403)
+            // A POST without the CSRF token, or with another one, is refused and changes nothing.
+            let before = try daemon.replica.lastLSN
+            #expect(try await browser.post("/ui/activities/p.a1", form: ["status": "completed"]).status == 403)
+            #expect(try await browser.post("/ui/activities/p.a1", form: ["_csrf": String(repeating: "0", count: 64), "status": "completed"]).status == 403)
+            #expect(try daemon.replica.lastLSN == before)
 
-        // Disabling signs the person out at once.
-        #expect(try await admin.send("POST", "/v1/users/vera", ["disabled": true]).0 == 200)
-        #expect(try await viewer.get("/ui/").status == 303)
-        #expect(try await viewer.login("vera", "vera's long password").status == 401)
-        _ = daemon
+            // Reports: the same report as `progsync report`, and a CSV.
+            #expect(try await browser.get("/ui/reports/programme.html").text.contains("Programmaresultaten"))
+            let csv = try await browser.get("/ui/reports/programme.csv")
+            #expect(csv.status == 200 && csv.text.contains("Politie-activiteit"))
+
+            // After logout the old cookie is refused.
+            let oldCookie = browser.cookie
+            #expect(try await browser.post("/ui/logout", form: ["_csrf": page.csrf]).status == 303)
+            browser.cookie = oldCookie
+            #expect(try await browser.get("/ui/").status == 303)
+
+            // A viewer reads but cannot edit.
+            let viewer = try WebBrowser(socketPath: configuration.socketPath)
+            defer { viewer.shutdown() }
+            #expect(try await viewer.login("vera", "vera's long password").status == 303)
+            let viewerPage = try await viewer.get("/ui/activities/p.a1")
+            #expect(viewerPage.text.contains("u bent lezer"))
+            #expect(!viewerPage.text.contains("action=\"/ui/activities/p.a1\""))
+            let viewerPost = try await viewer.post("/ui/activities/p.a1", form: ["_csrf": viewerPage.csrf, "status": "completed", "base.status": "none"])
+            #expect(viewerPost.status == 403)
+            #expect(try await viewer.get("/ui/conflicts").status == 403)
+
+            // Disabling signs the person out at once.
+            #expect(try await admin.send("POST", "/v1/users/vera", ["disabled": true]).0 == 200)
+            #expect(try await viewer.get("/ui/").status == 303)
+            #expect(try await viewer.login("vera", "vera's long password").status == 401)
+            _ = daemon
+        }
     }
 
     @Test func failedLoginsAreThrottled() async throws {
-        let node = try Self.startNode()
-        let configuration = node.configuration
-        defer { try? FileManager.default.removeItem(at: node.folder) }
-        defer { node.run.cancel() }
-        let admin = try InProcessClient(socketPath: configuration.socketPath)
-        defer { admin.shutdown() }
-        #expect(await eventually(timeout: 20) { (try? await admin.send("GET", "/v1/status").0) == 200 })
-        #expect(try await admin.send("POST", "/v1/users", ["name": "anna", "role": "viewer", "password": "anna's long password"]).0 == 201)
-        let browser = try WebBrowser(socketPath: configuration.socketPath)
-        defer { browser.shutdown() }
-        for _ in 0..<configuration.ui.maxFailedLogins {
-            #expect(try await browser.login("anna", "not the password").status == 401)
+        try await Self.withNode { node, admin, browser in
+            let configuration = node.configuration
+            #expect(try await admin.send("POST", "/v1/users", ["name": "anna", "role": "viewer", "password": "anna's long password"]).0 == 201)
+            for _ in 0..<configuration.ui.maxFailedLogins {
+                #expect(try await browser.login("anna", "not the password").status == 401)
+            }
+            // Past the limit even the right password is refused for a while.
+            let blocked = try await browser.login("anna", "anna's long password")
+            #expect(blocked.status == 429)
+            #expect(blocked.text.contains("Te veel mislukte pogingen"))
         }
-        // Past the limit even the right password is refused for a while.
-        let blocked = try await browser.login("anna", "anna's long password")
-        #expect(blocked.status == 429)
-        #expect(blocked.text.contains("Te veel mislukte pogingen"))
     }
 
     @Test func secondFactor() async throws {
-        let node = try Self.startNode()
-        let configuration = node.configuration
-        defer { try? FileManager.default.removeItem(at: node.folder) }
-        defer { node.run.cancel() }
-        let admin = try InProcessClient(socketPath: configuration.socketPath)
-        defer { admin.shutdown() }
-        #expect(await eventually(timeout: 20) { (try? await admin.send("GET", "/v1/status").0) == 200 })
-        let added = try await admin.send("POST", "/v1/users", ["name": "anna", "role": "editor", "password": "anna's long password", "totp": true])
-        #expect(added.0 == 201)
-        #expect(added.1["totpURL"]?.stringValue?.hasPrefix("otpauth://totp/") == true)
-        let secret = try #require(try node.daemon.replica.webUser(named: "anna")?.totpSecret)
-        let browser = try WebBrowser(socketPath: configuration.socketPath)
-        defer { browser.shutdown() }
-        // The password alone, or a wrong code, is not enough.
-        #expect(try await browser.login("anna", "anna's long password").status == 401)
-        let form = try await browser.get("/ui/login")
-        let code = TOTP(secret: secret).compute()
-        let wrong = try await browser.post("/ui/login", form: [
-            "_csrf": form.csrf, "name": "anna", "password": "anna's long password", "totp": String((code + 1) % 1_000_000),
-        ])
-        #expect(wrong.status == 401)
-        let form2 = try await browser.get("/ui/login")
-        let right = try await browser.post("/ui/login", form: [
-            "_csrf": form2.csrf, "name": "anna", "password": "anna's long password", "totp": String(TOTP(secret: secret).compute()),
-        ])
-        #expect(right.status == 303)
-        #expect(try await browser.get("/ui/").status == 200)
+        try await Self.withNode { node, admin, browser in
+            let added = try await admin.send("POST", "/v1/users", ["name": "anna", "role": "editor", "password": "anna's long password", "totp": true])
+            #expect(added.0 == 201)
+            #expect(added.1["totpURL"]?.stringValue?.hasPrefix("otpauth://totp/") == true)
+            let secret = try #require(try node.daemon.replica.webUser(named: "anna")?.totpSecret)
+            // The password alone, or a wrong code, is not enough.
+            #expect(try await browser.login("anna", "anna's long password").status == 401)
+            let form = try await browser.get("/ui/login")
+            let code = TOTP(secret: secret).compute()
+            let wrong = try await browser.post("/ui/login", form: [
+                "_csrf": form.csrf, "name": "anna", "password": "anna's long password", "totp": String((code + 1) % 1_000_000),
+            ])
+            #expect(wrong.status == 401)
+            let form2 = try await browser.get("/ui/login")
+            let right = try await browser.post("/ui/login", form: [
+                "_csrf": form2.csrf, "name": "anna", "password": "anna's long password", "totp": String(TOTP(secret: secret).compute()),
+            ])
+            #expect(right.status == 303)
+            #expect(try await browser.get("/ui/").status == 200)
+        }
     }
 
     @Test func trustedProxyHeader() async throws {
-        let node = try Self.startNode { c in
+        try await Self.withNode({ c in
             c.ui.trustedUserHeader = "X-Remote-User"
             c.ui.trustedProxies = ["socket"]
+        }) { node, admin, browser in
+            #expect(try await admin.send("POST", "/v1/users", ["name": "anna", "role": "editor", "password": "anna's long password"]).0 == 201)
+            let proxy = ["X-Remote-User": "anna"]
+            let page = try await browser.send("GET", "/ui/activities/p.a1", headers: proxy)
+            #expect(page.status == 200 && page.text.contains("anna"))
+            // Names the app does not know, and forms without the token, are refused all the same.
+            #expect(try await browser.send("GET", "/ui/", headers: ["X-Remote-User": "mallory"]).status == 303)
+            #expect(try await browser.post("/ui/activities/p.a1", form: ["status": "completed"], headers: proxy).status == 403)
+            let saved = try await browser.post("/ui/activities/p.a1", form: [
+                "_csrf": page.csrf, "status": "completed", "base.status": page.hidden("base.status"),
+            ], headers: proxy)
+            #expect(saved.status == 303)
+            #expect(try node.daemon.replica.fields(ofRecord: "p.a1")["status"]?.value == "completed")
         }
-        let configuration = node.configuration
-        defer { try? FileManager.default.removeItem(at: node.folder) }
-        defer { node.run.cancel() }
-        let admin = try InProcessClient(socketPath: configuration.socketPath)
-        defer { admin.shutdown() }
-        #expect(await eventually(timeout: 20) { (try? await admin.send("GET", "/v1/status").0) == 200 })
-        #expect(try await admin.send("POST", "/v1/users", ["name": "anna", "role": "editor", "password": "anna's long password"]).0 == 201)
-        let browser = try WebBrowser(socketPath: configuration.socketPath)
-        defer { browser.shutdown() }
-        let proxy = ["X-Remote-User": "anna"]
-        let page = try await browser.send("GET", "/ui/activities/p.a1", headers: proxy)
-        #expect(page.status == 200 && page.text.contains("anna"))
-        // Names the app does not know, and forms without the token, are refused all the same.
-        #expect(try await browser.send("GET", "/ui/", headers: ["X-Remote-User": "mallory"]).status == 303)
-        #expect(try await browser.post("/ui/activities/p.a1", form: ["status": "completed"], headers: proxy).status == 403)
-        let saved = try await browser.post("/ui/activities/p.a1", form: [
-            "_csrf": page.csrf, "status": "completed", "base.status": page.hidden("base.status"),
-        ], headers: proxy)
-        #expect(saved.status == 303)
-        #expect(try node.daemon.replica.fields(ofRecord: "p.a1")["status"]?.value == "completed")
     }
 
     @Test func idleSessionsExpire() {
