@@ -17,6 +17,8 @@ extension WebApp {
             return [
                 "code": status?.rawValue ?? "", "label": Words.status(status, lang), "symbol": status?.symbol ?? "—",
                 "colour": ReportRenderer.colour(status), "count": counts[key] ?? 0,
+                // "No status" is counted but not a filter: the list cannot ask for a missing field.
+                "isStatus": status != nil,
             ]
         }
     }
