@@ -26,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0", traits: [.defaults, "YAML"]),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
     ],
     targets: [
         // libcurl, the only HTTP client: variadic setopt/getinfo wrapped in shim.h.
@@ -66,7 +68,8 @@ let package = Package(
         .target(
             name: "ProgSyncDaemon",
             dependencies: [
-                "ProgSyncCore", "ProgSyncStore",
+                "ProgSyncCore", "ProgSyncStore", "ProgSyncWeb",
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 "ProgSyncHTTPClient",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -100,11 +103,33 @@ let package = Package(
             plugins: ["BuildStamp"]
         ),
         .plugin(name: "BuildStamp", capability: .buildTool()),
-        // The CLI: commands and pure logic (CSV, field values, reports, tables); testable.
+        // The programme report (tree, counts, Markdown/HTML rendering), shared by the CLI and the web app.
+        .target(
+            name: "ProgSyncReport",
+            dependencies: ["ProgSyncCore"],
+            swiftSettings: swiftSettings
+        ),
+        // The web app for programme officers: pages, sessions, live updates; served by the daemon.
+        .target(
+            name: "ProgSyncWeb",
+            dependencies: [
+                "ProgSyncCore", "ProgSyncStore", "ProgSyncReport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+                .product(name: "HummingbirdOTP", package: "hummingbird-auth"),
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Configuration", package: "swift-configuration"),
+            ],
+            resources: [.copy("Resources/templates"), .copy("Resources/static")],
+            swiftSettings: swiftSettings
+        ),
+        // The CLI: commands and pure logic (CSV, field values, tables); testable.
         .target(
             name: "ProgSyncCLI",
             dependencies: [
-                "ProgSyncCore", "ProgSyncHTTPClient", "ProgSyncBuildInfo",
+                "ProgSyncCore", "ProgSyncReport", "ProgSyncHTTPClient", "ProgSyncBuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -129,6 +154,16 @@ let package = Package(
             name: "ProgSyncAsOfBench",
             dependencies: ["ProgSyncCore", "ProgSyncStore"],
             path: "Benchmarks/AsOfBench",
+            swiftSettings: swiftSettings
+        ),
+        // The web app's render times: the 2021 overview and pages of 100k activities.
+        .executableTarget(
+            name: "ProgSyncWebBench",
+            dependencies: [
+                "ProgSyncCore", "ProgSyncStore", "ProgSyncDaemon", "ProgSyncHTTPClient",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/WebBench",
             swiftSettings: swiftSettings
         ),
         // Applies one large batch so the crash test can kill it mid-transaction.
@@ -158,7 +193,8 @@ let package = Package(
         .testTarget(
             name: "ProgSyncDaemonTests",
             dependencies: [
-                "ProgSyncCore", "ProgSyncStore", "ProgSyncDaemon", "ProgSyncHTTPClient",
+                "ProgSyncCore", "ProgSyncStore", "ProgSyncDaemon", "ProgSyncHTTPClient", "ProgSyncWeb",
+                .product(name: "HummingbirdOTP", package: "hummingbird-auth"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -178,7 +214,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ProgSyncCLITests",
-            dependencies: ["ProgSyncCLI", "ProgSyncCore"],
+            dependencies: ["ProgSyncCLI", "ProgSyncCore", "ProgSyncReport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

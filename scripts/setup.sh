@@ -4,6 +4,7 @@
 # and LibreOffice Calc, headless (the spreadsheet round-trip test); Prometheus with promtool and
 # systemd-analyze (the monitoring and unit-file tests); socat and a Python venv with schemathesis in
 # .build/schemathesis-venv (the API contract test, scripts/api-contract.sh);
+# Chromium and chromedriver (the web app's browser tests);
 # with --bench nginx-light. Safe to run again.
 set -euo pipefail
 need=()
@@ -17,6 +18,10 @@ if [ "${1:-}" = "--test" ]; then
     command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
     command -v socat >/dev/null 2>&1 || need+=(socat)
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+    # The web app's browser tests (scripts/ui-test.sh).
+    command -v chromium >/dev/null 2>&1 || need+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+    dpkg -s fonts-noto-color-emoji >/dev/null 2>&1 || need+=(fonts-noto-color-emoji)
 fi
 if [ "${1:-}" = "--bench" ]; then
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)

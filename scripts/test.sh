@@ -12,5 +12,7 @@ swift test --skip-build --no-parallel
 # debug binaries) installed into a throwaway root.
 scripts/api-contract.sh
 scripts/test-package-deb.sh
+# The web app in a real browser (two nodes, about a minute).
+scripts/ui-test.sh
 # Last, on the debug build's dependency objects: each fuzz target; a crash fails the run.
 scripts/fuzz.sh "${PROGSYNC_FUZZ_SECONDS:-60}"

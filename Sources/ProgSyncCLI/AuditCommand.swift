@@ -1,5 +1,6 @@
 import ArgumentParser
 import ProgSyncCore
+import ProgSyncReport
 
 struct AuditCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ProgSyncCore
+import ProgSyncReport
 
 struct ExportCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

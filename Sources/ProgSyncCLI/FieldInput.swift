@@ -1,4 +1,5 @@
 import ProgSyncCore
+import ProgSyncReport
 
 /// Why a `field=value` argument (or a cell of an import file) was refused.
 public struct FieldInputError: Error, CustomStringConvertible, Sendable, Equatable {

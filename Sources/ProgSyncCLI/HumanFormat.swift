@@ -1,4 +1,5 @@
 import ProgSyncCore
+import ProgSyncReport
 
 /// Human-readable text for the daemon's answers. Pure: JSON in, text out.
 public enum HumanFormat {

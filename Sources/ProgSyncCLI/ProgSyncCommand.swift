@@ -44,6 +44,7 @@ public struct ProgSyncCommand: AsyncParsableCommand {
             AuditCommand.self,
             BackupCommand.self,
             ResumeWritesCommand.self,
+            UsersCommand.self,
         ]
     )
 

@@ -1,4 +1,5 @@
 import ProgSyncCore
+import ProgSyncReport
 
 /// The import and export file formats.
 public enum RecordFileFormat: String, Sendable, CaseIterable {
@@ -464,5 +465,14 @@ public enum RecordFile {
             }
         }
         return lines
+    }
+}
+
+extension FlatRecord {
+    /// Fields in the order files use: the schema's order, then any other field by name.
+    public var orderedFieldNames: [String] {
+        let known = RecordFile.fieldOrder.filter { fields[$0] != nil }
+        let others = fields.keys.filter { !RecordFile.fieldOrder.contains($0) }.sorted(by: RecordFile.byteOrder)
+        return known + others
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ProgSyncCore
+import ProgSyncReport
 
 /// The output formats of `progsync report`.
 enum ReportFormat: String, CaseIterable, ExpressibleByArgument {

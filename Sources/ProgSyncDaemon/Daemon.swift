@@ -128,6 +128,7 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
     if let listen = configuration.metricsListen {
         services.append(try makeMetricsListener(listen, scrape: scrape, onBound: { readiness.bound("metrics") }, logger: logger))
     }
+    try addWebApp(api, to: router, services: &services, configuration, tls: tls, logger: logger)
     router.middlewares.add(MethodNotAllowedMiddleware(routes: router.routes))  // after every route
 
     // The lock proves no other daemon owns this folder, so a leftover socket is stale.

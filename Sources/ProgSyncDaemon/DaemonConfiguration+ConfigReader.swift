@@ -2,6 +2,7 @@ import Configuration
 import Foundation
 import Logging
 import ProgSyncCore
+import ProgSyncWeb
 
 extension DaemonConfiguration {
     /// Reads the configuration under the `progsync` scope. Keys (YAML path / environment):
@@ -31,6 +32,7 @@ extension DaemonConfiguration {
     /// - `progsync.backup.keep` / `PROGSYNC_BACKUP_KEEP`: how many nightly backups are kept (7; 1 to 3,650)
     /// - `progsync.author.share` / `PROGSYNC_AUTHOR_SHARE`: what commits tell partners about their author,
     ///   `name` (the Unix user name) or `pseudonym` (a per-node pseudonym; the default)
+    /// - `progsync.ui.*`: the web app (see `WebConfiguration`)
     /// `dataDirectory`, when given (the `--data-dir` flag), wins over the key and the environment.
     public init(reader: ConfigReader, dataDirectory: String? = nil) throws {
         let config = reader.scoped(to: "progsync")
@@ -98,6 +100,8 @@ extension DaemonConfiguration {
             throw ConfigurationError("author.share must be name or pseudonym, not \(share)")
         }
         authorShare = parsedShare
+        // The web app's keys are listed on WebConfiguration.init(reader:int:).
+        ui = try WebConfiguration(reader: config) { try config.int(forKey: $0, default: $1, in: $2) }
     }
 }
 

@@ -1,6 +1,7 @@
 import Logging
 import ProgSyncCore
 import ProgSyncStore
+import ProgSyncWeb
 
 /// Everything `progsyncd` needs to start. Defaults give the zero-config node: a data folder in
 /// the working directory, the socket inside it, and the 2021 programme loaded on first start.
@@ -37,6 +38,8 @@ public struct DaemonConfiguration: Sendable {
     public var backupKeep: Int
     /// What local commits tell partners about their author: the Unix user name, or a pseudonym.
     public var authorShare: AuthorSharing
+    /// The web app (`ui.*`): its own listener is off unless `ui.listen` is set.
+    public var ui = WebConfiguration()
 
     public enum AuthorSharing: String, Sendable, CaseIterable {
         case name, pseudonym

@@ -198,6 +198,8 @@ public struct RecordQuery: Sendable {
     public var result: String?
     public var actionLine: String?
     public var text: String?
+    /// Records whose `partners` list holds this name.
+    public var partner: String?
     public var deleted: Deleted = .exclude
     public var limit = 100
     public var offset = 0
@@ -224,6 +226,12 @@ extension Replica {
         if let kind = query.kind {
             conditions.append("k.value = ?")
             arguments.append(JSONValue.string(kind).canonicalString)
+        }
+        if let partner = query.partner {
+            conditions.append("""
+                EXISTS (SELECT 1 FROM fields p, json_each(p.value) j WHERE p.record = k.record AND p.field = 'partners' AND j.value = ?)
+                """)
+            arguments.append(partner)
         }
         if let text = query.text, !text.isEmpty {
             conditions.append("""

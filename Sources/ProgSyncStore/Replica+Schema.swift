@@ -179,6 +179,21 @@ extension Replica {
                 ) WITHOUT ROWID;
                 """)
         }
+        migrator.registerMigration("v9-web-users") { db in
+            // The web app's people (`progsync users`). Local only, like local_authors: never in a
+            // commit, a bundle or the digest, so no partner ever sees a name or a password hash.
+            try db.execute(sql: """
+                CREATE TABLE web_users (
+                    name TEXT PRIMARY KEY,
+                    role TEXT NOT NULL,
+                    password_hash TEXT NOT NULL,
+                    totp_secret TEXT,
+                    disabled INTEGER NOT NULL DEFAULT 0,
+                    created INTEGER NOT NULL,
+                    last_visit INTEGER
+                ) WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 }

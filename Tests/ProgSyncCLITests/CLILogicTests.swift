@@ -1,6 +1,7 @@
 import Foundation
 import ProgSyncCLI
 import ProgSyncCore
+import ProgSyncReport
 import Testing
 
 // MARK: - Fixtures

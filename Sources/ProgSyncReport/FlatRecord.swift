@@ -47,11 +47,4 @@ public struct FlatRecord: Sendable, Equatable {
         if let basis { object["basis"] = .object(basis.mapValues(JSONValue.string)) }
         return .object(object)
     }
-
-    /// Fields in the order files use: the schema's order, then any other field by name.
-    public var orderedFieldNames: [String] {
-        let known = RecordFile.fieldOrder.filter { fields[$0] != nil }
-        let others = fields.keys.filter { !RecordFile.fieldOrder.contains($0) }.sorted(by: RecordFile.byteOrder)
-        return known + others
-    }
 }

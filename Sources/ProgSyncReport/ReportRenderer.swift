@@ -139,6 +139,8 @@ public enum ReportRenderer {
             "<style>\n\(css)\n</style>",
             "</head>",
             "<body>",
+            // One main landmark: screen readers jump to it, and axe-core asks for it (WCAG 2.1 AA).
+            "<main>",
             "<h1>\(h(w.title))</h1>",
         ]
         var intro = w.summary(report.actionLines.filter { !$0.isUnplaced }.count, report.resultCount, report.activityCount)
@@ -206,6 +208,7 @@ public enum ReportRenderer {
         }
         out.append("</tbody>")
         out.append("</table>")
+        out.append("</main>")
         out.append("</body>")
         out.append("</html>")
         return out.joined(separator: "\n") + "\n"
