@@ -28,7 +28,12 @@ struct PeerMetricsTests {
         // Asked without blocking a thread: PeerNetwork.status waits on a semaphore.
         let held = try await net.request("politie", "GET", "/v1/status").1["versionVector"]?[jenvID]?.intValue ?? 0
         #expect(held > 0)
-        let text = try await Self.scrape(net, "politie")
+        // jenv's first pull from politie's listener is counted when it is answered; wait for it.
+        var text = ""
+        _ = try await eventually(10) {
+            text = try await Self.scrape(net, "politie")
+            return text.contains(#"route="/v1/peer/commits""#)
+        }
         // Every commit of jenv's that politie holds was merged exactly once, by pull or by push.
         #expect(Self.value(text, #"progsync_commits_applied_total{origin_org="jenv"}"#) == Double(held), "\(text.prefix(2000))")
         #expect(Self.value(text, "progsync_merge_duration_seconds_count") ?? 0 > 0)
