@@ -167,7 +167,7 @@ struct LocalAPI: Sendable {
             document.write(into: &out, withVersions: false, withBasis: withBasis, org: org)
         }
         out.append(contentsOf: #"],"total":\#(total)}"#.utf8)
-        if let then { asOfCache.served(then, lastPage: query.offset + query.limit >= total) }
+        if let then { asOfCache.served(then, lastPage: query.offset >= total - min(total, query.limit)) }
         return JSONResponse.make(bytes: out)
     }
 
