@@ -183,6 +183,7 @@ struct WebUsersAPI: Sendable {
         guard let role = b["role"]?.stringValue.flatMap(WebUser.Role.init(rawValue:)) else { throw APIError.invalid("role: viewer or editor") }
         guard let password = b["password"]?.stringValue else { throw APIError.invalid("password: required") }
         try Self.checkPassword(password)
+        if let totp = b["totp"], totp.boolValue == nil { throw APIError.badRequest("totp must be true or false") }
         let secret = b["totp"]?.boolValue == true ? Self.newTOTPSecret() : nil
         let user = WebUser(name: name, role: role, passwordHash: try await Self.hash(password), totpSecret: secret,
                            created: Int64(Replica.wallClockMilliseconds()))
