@@ -69,7 +69,6 @@ let package = Package(
             name: "ProgSyncDaemon",
             dependencies: [
                 "ProgSyncCore", "ProgSyncStore", "ProgSyncWeb",
-                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 "ProgSyncHTTPClient",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),

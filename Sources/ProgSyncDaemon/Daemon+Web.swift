@@ -1,6 +1,5 @@
 import Foundation
 import Hummingbird
-import HummingbirdBcrypt
 import HummingbirdCore
 import HummingbirdTLS
 import Logging
@@ -159,12 +158,7 @@ struct WebUsersAPI: Sendable {
     }
 
     static func checkPassword(_ password: String) throws {
-        guard password.count >= 12 else { throw APIError.invalid("password: at least 12 characters") }
-        guard password.utf8.count <= 72 else { throw APIError.invalid("password: at most 72 bytes (bcrypt reads no more)") }
-    }
-
-    static func hash(_ password: String) async throws -> String {
-        try await NIOThreadPool.singleton.runIfActive { Bcrypt.hash(password, cost: 12) }
+        if let problem = Passwords.problem(password) { throw APIError.invalid(problem) }
     }
 
     /// A new TOTP secret: 20 random letters and digits (HummingbirdOTP keys HMAC with its bytes).
@@ -185,7 +179,7 @@ struct WebUsersAPI: Sendable {
         try Self.checkPassword(password)
         if let totp = b["totp"], totp.boolValue == nil { throw APIError.badRequest("totp must be true or false") }
         let secret = b["totp"]?.boolValue == true ? Self.newTOTPSecret() : nil
-        let user = WebUser(name: name, role: role, passwordHash: try await Self.hash(password), totpSecret: secret,
+        let user = WebUser(name: name, role: role, passwordHash: try await Passwords.hash(password), totpSecret: secret,
                            created: Int64(Replica.wallClockMilliseconds()))
         guard try replica.addWebUser(user) else { throw APIError(.conflict, "exists", "a user \(name) exists already") }
         logger.info("web user added", metadata: ["user": "\(name)", "role": "\(role.rawValue)"])
@@ -203,9 +197,16 @@ struct WebUsersAPI: Sendable {
     /// `{"disabled": bool}`, `{"password": …}`, `{"role": …}`, `{"totp": true|false}`, in any combination.
     func change(_ request: Request, name: String) async throws -> Response {
         let b = try await body(request)
+        // A field of the wrong type is an error, never silently left unchanged.
+        for key in ["disabled", "totp"] where b[key] != nil && b[key]?.boolValue == nil {
+            throw APIError.badRequest("\(key) must be true or false")
+        }
+        for key in ["password", "role"] where b[key] != nil && b[key]?.stringValue == nil {
+            throw APIError.badRequest("\(key) must be a string")
+        }
         let password = b["password"]?.stringValue
         if let password { try Self.checkPassword(password) }
-        let hash = try await password.asyncMap(Self.hash)
+        let hash = try await password.asyncMap(Passwords.hash)
         var role: WebUser.Role?
         if let text = b["role"] {
             guard let parsed = text.stringValue.flatMap(WebUser.Role.init(rawValue:)) else { throw APIError.invalid("role: viewer or editor") }

@@ -18,7 +18,7 @@ extension LocalAPI {
         var since: UInt64?
         if let text = q["since"].map(String.init) {
             guard let stamp = Self.parseStamp(text) else {
-                throw APIError.badRequest("since must be a UTC time like 2026-11-20 or 2026-11-20T08:00:00Z, or a stamp (16 hex digits)")
+                throw APIError.badRequest(Self.sinceHelp)
             }
             since = stamp.milliseconds
         }

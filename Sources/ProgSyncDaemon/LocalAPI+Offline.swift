@@ -51,10 +51,13 @@ extension LocalAPI {
     /// `GET /v1/bundle?peer=NAME | since=STAMP | all=true`: the bundle file's bytes.
     func exportBundle(_ request: Request) async throws -> Response {
         let q = request.formParameters
-        let peer = q["peer"], since = q["since"], all = q["all"] == "true"
-        guard [peer != nil, since != nil, all].filter({ $0 }).count == 1 else {
-            throw APIError.badRequest("give exactly one of peer=NAME, since=STAMP or all=true")
+        // Exactly one parameter: a misspelt or extra one is refused, never ignored, since what
+        // the file holds depends on it.
+        let pairs = (request.uri.query ?? "").split(separator: "&").count
+        guard pairs == 1, q.count == 1, let key = q.keys.first, ["peer", "since", "all"].contains(key), key != "all" || q["all"] == "true" else {
+            throw APIError.badRequest("give exactly one of peer=NAME, since=MOMENT or all=true")
         }
+        let peer = q["peer"], since = q["since"]
         let (bytes, count) = try await Self.onBundleQueue { try self.bundleFile(peer: peer, since: since) }
         return Response(status: .ok, headers: [.contentType: "application/octet-stream", .init("X-Progsync-Commits")!: "\(count)"],
                         body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
@@ -72,7 +75,7 @@ extension LocalAPI {
                       "knownAsOf": known.map { .string(Stamp.iso8601(milliseconds: $0.at)) } ?? .null]
         } else if let since {
             guard let stamp = Self.parseStamp(since) else {
-                throw APIError.badRequest("since must be a stamp (16 hex digits, as status shows) or a UTC time like 2026-11-20 or 2026-11-20T08:00:00Z")
+                throw APIError.badRequest(Self.sinceHelp)
             }
             commits = try replica.rawCommits(stampedSince: stamp)
             filter = ["since": .string(stamp.description)]
@@ -90,16 +93,20 @@ extension LocalAPI {
         return (bytes, commits.count)
     }
 
+    static let sinceHelp = "since must be a date (from its start in UTC: 2026-11-20), an RFC 3339 instant (2026-11-20T08:00:00Z), "
+        + "or a stamp (16 hex digits, as status shows)"
+
+    /// `since` on the audit and bundle routes: a stamp, a date (its start in UTC) or an instant.
     static func parseStamp(_ text: String) -> Stamp? {
         if let s = Stamp(hex: text) { return s }
-        let formatter = ISO8601DateFormatter()
-        var date = formatter.date(from: text)
-        if date == nil {
-            formatter.formatOptions = [.withFullDate]
-            date = formatter.date(from: text)
+        let ms: Int64
+        switch WrittenMoment(text) {
+        case .date(let days)?: ms = Int64(days) * 86_400_000  // the start of that day in UTC
+        case .instant(let instant)?: ms = instant
+        case nil: return nil
         }
-        guard let date, date.timeIntervalSince1970 >= 0 else { return nil }
-        return Stamp(milliseconds: UInt64(date.timeIntervalSince1970 * 1000), counter: 0)
+        // Before 1970 is before every commit.
+        return Stamp(milliseconds: UInt64(max(0, ms)), counter: 0)
     }
 
     /// Bundle files are read, written, decompressed and applied here, one at a time: never on the

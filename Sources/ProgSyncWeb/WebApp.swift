@@ -2,7 +2,6 @@ import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
-import HummingbirdBcrypt
 import HummingbirdOTP
 import Logging
 import Mustache
@@ -269,9 +268,8 @@ public final class WebApp: Sendable {
         }
         let password = fields["password"] ?? ""
         let user = WebUser.isValidName(name) ? try backend.replica.webUser(named: name) : nil
-        // bcrypt is slow by design: off the cooperative pool.
-        let hash = user?.passwordHash ?? Self.dummyHash
-        let matches = try await NIOThreadPool.singleton.runIfActive { Bcrypt.verify(password, hash: hash) }
+        // bcrypt is slow by design: Passwords runs it off the cooperative pool.
+        let matches = try await Passwords.verify(password, hash: user?.passwordHash ?? Passwords.dummyHash)
         guard let user, matches, !user.disabled else {
             throttle.fail(keys, now: t)
             logger.notice("web: login failed", metadata: ["user": "\(Self.loggable(name))", "address": "\(address)"])
@@ -293,9 +291,6 @@ public final class WebApp: Sendable {
         logger.info("web: signed in", metadata: ["user": "\(user.name)", "address": "\(address)"])
         return Self.redirect(mount.base + "/", setCookies: [sessionCookie(session.id, mount)])
     }
-
-    /// Compared against when the name is unknown, so timing does not tell which names exist.
-    static let dummyHash = Bcrypt.hash("progsync: no such user", cost: 12)
 
     /// The code of this 30-second step or a neighbour (clocks drift, people type slowly).
     static func totpMatches(secret: String, code: Int, at milliseconds: UInt64) -> Bool {

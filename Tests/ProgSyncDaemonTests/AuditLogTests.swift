@@ -104,6 +104,11 @@ struct AuditLogTests {
         #expect(!text.contains(secret) && !text.contains("bogus-status-99"))
         let since = try await daemon.runCLI(["audit", "show", "--since", "2999-01-01"])
         #expect(since.exitCode == 0 && since.stdout.contains("no audit events"), "\(since)")
+        // Any year is a moment: before 1970 means from the beginning; an impossible date is an error.
+        let everything = try await daemon.runCLI(["audit", "show", "--since", "0001-01-01T00:00:00+05:00"])
+        #expect(everything.exitCode == 0 && everything.stdout.contains("local-write"), "\(everything)")
+        let impossible = try await daemon.runCLI(["audit", "show", "--since", "2026-04-31"])
+        #expect(impossible.exitCode != 0 && impossible.stderr.contains("since must be"), "\(impossible)")
         let table = try await daemon.runCLI(["audit", "show"])
         #expect(table.stdout.contains("local-write") && table.stdout.contains("not-found"), "\(table)")
 

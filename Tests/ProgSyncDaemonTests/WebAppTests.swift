@@ -187,6 +187,18 @@ struct WebAppTests {
             #expect(try await admin.send("POST", "/v1/users/vera", ["disabled": true]).0 == 200)
             #expect(try await viewer.get("/ui/").status == 303)
             #expect(try await viewer.login("vera", "vera's long password").status == 401)
+
+            // A wrong type is an error and changes nothing; a long passphrase counts in full
+            // (bcrypt alone would read only its first 72 bytes).
+            #expect(try await admin.send("POST", "/v1/users/vera", .object(["disabled": .bool(false), "totp": .object([:])])).0 == 400)
+            let users = try await admin.send("GET", "/v1/users").1["users"]?.arrayValue ?? []
+            #expect(users.first { $0["name"]?.stringValue == "vera" }?["disabled"]?.boolValue == true, "\(users)")
+            let passphrase = String(repeating: "één lange zin ", count: 8)
+            #expect(try await admin.send("POST", "/v1/users/vera", .object(["disabled": .bool(false), "password": .string(passphrase)])).0 == 200)
+            let signIn = try WebBrowser(socketPath: configuration.socketPath)
+            defer { signIn.shutdown() }
+            #expect(try await signIn.login("vera", String(passphrase.dropLast()) + "!").status == 401)
+            #expect(try await signIn.login("vera", passphrase).status == 303)
             _ = daemon
         }
     }

@@ -297,11 +297,26 @@ import Testing
     }
 
     @Test(arguments: [
-        "", "yesterday", "2022-12-31 ", "2022-13-01", "2022-02-29", "2022-04-31", "1969-12-31", "22-12-31",
+        "", "0", "yesterday", "2022-12-31 ", "2022-13-01", "2022-02-29", "2022-04-31", "0000-01-01", "22-12-31",
         "2022-12-31T23:00:00", "2022-12-31T24:00:00Z", "2022-12-31T23:60:00Z", "2022-12-31T23:00:00.Z",
-        "2022-12-31T23:00:00+1:00", "2022-12-31T23:00Z", "2022-12-31T23:00:00Zjunk", "1970-01-01T00:00:00+01:00",
+        "2022-12-31T23:00:00+1:00", "2022-12-31T23:00Z", "2022-12-31T23:00:00Zjunk",
     ])
     func refusals(text: String) {
         #expect(throws: AsOf.ParseError.self) { try AsOf(parsing: text) }
+    }
+
+    /// Any year RFC 3339 and JSON Schema's `date`/`date-time` allow is a moment; before 1970
+    /// nothing counts yet, and the far future counts everything.
+    @Test func anyYearIsAMoment() throws {
+        #expect(try AsOf(parsing: "1969-12-31").cut == .zero)
+        #expect(try AsOf(parsing: "0001-01-01").cut == .zero)
+        #expect(try AsOf(parsing: "1970-01-01T00:00:00+01:00").cut == .zero)
+        #expect(try AsOf(parsing: "0001-01-01T00:00:00.123456-23:59").cut == .zero)
+        #expect(try AsOf(parsing: "9999-12-31").cut == AsOf.latest)
+        #expect(try AsOf(parsing: "9999-12-31T23:59:59.999-23:59").cut == AsOf.latest)
+        #expect(WrittenMoment("9999-12-31T23:59:59.999-23:59") == .instant(milliseconds: 253_402_387_139_999))
+        #expect(WrittenMoment("1970-01-02") == .date(days: 1))
+        #expect(WrittenMoment("1969-12-31T23:59:59Z") == .instant(milliseconds: -1000))
+        #expect(WrittenMoment("0001-01-01") == .date(days: -719_162))
     }
 }
