@@ -29,6 +29,7 @@ from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from axe_selenium_python import Axe
 
@@ -141,7 +142,14 @@ def login(driver, node, name, password):
     driver.get(node.url + "/login")
     driver.find_element(By.ID, "name").send_keys(name)
     driver.find_element(By.ID, "password").send_keys(password)
-    driver.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
+    # The answer comes after a bcrypt check (a quarter second, more on a busy machine).
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "form.login button[type=submit]"))
+
+
+def submit(driver, button):
+    """Clicks a form's button and waits for the next page: never read the page being left."""
+    button.click()
+    WebDriverWait(driver, 20, poll_frequency=0.05).until(expected_conditions.staleness_of(button))
 
 
 def status_cell_text(driver, record):
@@ -321,7 +329,7 @@ def main():
         check("CSRF-less POST refused", code == 403, code)
 
         # After logout the old cookie no longer works.
-        da.find_element(By.CSS_SELECTOR, "form.logout button").click()
+        submit(da, da.find_element(By.CSS_SELECTOR, "form.logout button"))
         req = urllib.request.Request(a.url + "/", headers={"Cookie": "progsync_session=" + cookie})
         opener = urllib.request.build_opener(NoRedirect())
         try:
