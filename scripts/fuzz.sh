@@ -40,7 +40,7 @@ module() {  # name, sources…: one instrumented object and its module
 start=$(date +%s)
 module ProgSyncCore Sources/ProgSyncCore/*.swift
 module ProgSyncStore Sources/ProgSyncStore/*.swift
-module ProgSyncFuzz Tests/Fuzz/*.swift Sources/ProgSyncCLI/CSV.swift
+module ProgSyncFuzz Tests/Fuzz/*.swift Sources/ProgSyncReport/CSV.swift
 # The dependencies' objects as SwiftPM links them, less the modules compiled above.
 grep -v -e '/ProgSyncCore\.build/' -e '/ProgSyncStore\.build/' -e '/progsync_crash_writer\.build/' "$link_list" > "$out/deps.list"
 # gold warns about every ASan helper symbol; show its output only when the link fails.
