@@ -51,7 +51,7 @@ struct PeerListenerLimitsTests {
         net.links = ["politie": []]
         net.nodes["politie"]!.launchPrefix = ["/bin/sh", "-c", "ulimit -n 256 && exec \"$@\"", "progsyncd"]
         net.nodes["politie"]!.environment = [
-            "PROGSYNC_PEERS_MAX_CONNECTIONS": "40", "PROGSYNC_PEERS_HANDSHAKE_TIMEOUT_SECONDS": "2",
+            "PROGSYNC_PEERS_MAX_CONNECTIONS": "40", "PROGSYNC_PEERS_HANDSHAKE_TIMEOUT_SECONDS": "4",
         ]
         try net.start("politie")
         let pid = try #require(net.nodes["politie"]!.process?.processIdentifier)
@@ -71,20 +71,26 @@ struct PeerListenerLimitsTests {
         #expect(record.0 == 200)
         let held = Self.openDescriptors(pid)
         #expect(held - baseline <= 45, "the daemon holds \(held - baseline) more descriptors than before (cap 40)")
-        let refusedEarly = connections.filter(Self.isClosed).count
-        #expect(refusedEarly >= 250, "only \(refusedEarly) of 300 were closed at once; the cap is 40")
+        // Extra ones are closed as the daemon accepts them, well before the 4 s handshake
+        // timeout (a busy machine accepts a backlog of 300 in bursts: poll, up to 3 s).
+        var refusedEarly = connections.filter(Self.isClosed).count
+        while refusedEarly < 250, Date().timeIntervalSince(opened) < 3 {
+            try await Task.sleep(for: .milliseconds(50))
+            refusedEarly = connections.filter(Self.isClosed).count
+        }
+        #expect(refusedEarly >= 250, "only \(refusedEarly) of 300 were closed before the handshake timeout; the cap is 40")
         #expect(net.log("politie").contains("peer listener full"))
         let audited = try await net.request("politie", "GET", "/v1/audit").1["events"]?.arrayValue ?? []
         #expect(audited.contains { $0["action"] == "peer-connection" && $0["reason"] == "listener-full" }, "\(audited)")
 
-        // The ones it took are closed once the 2 s handshake timeout passes.
+        // The ones it took are closed once the 4 s handshake timeout passes.
         var allClosed = false
-        while !allClosed, Date().timeIntervalSince(opened) < 8 {
+        while !allClosed, Date().timeIntervalSince(opened) < 12 {
             try await Task.sleep(for: .milliseconds(100))
             allClosed = connections.allSatisfy(Self.isClosed) && Self.openDescriptors(pid) <= baseline + 2
         }
         #expect(allClosed, "descriptors still held \(Date().timeIntervalSince(opened)) s after connecting: \(Self.openDescriptors(pid) - baseline)")
-        #expect(Date().timeIntervalSince(opened) >= 1.5, "closed before the handshake timeout")
+        #expect(Date().timeIntervalSince(opened) >= 3.5, "closed before the handshake timeout")
 
         // A partner still gets in afterwards.
         let jenv = net.nodes["jenv"]!
