@@ -191,7 +191,7 @@ extension Replica {
 }
 
 /// Filters for listing records; every given filter must match.
-public struct RecordQuery: Sendable {
+public struct RecordQuery: Sendable, Hashable {
     public var kind: String?
     public var status: String?
     public var owner: String?
@@ -209,8 +209,16 @@ public struct RecordQuery: Sendable {
 }
 
 extension Replica {
-    /// Record ids matching a query, in id order, and how many match in all.
+    /// Record ids matching a query, in id order, and how many match in all: a page of the
+    /// filter's whole list, which is kept until the next commit.
     public func recordIDs(_ query: RecordQuery) throws -> (ids: [String], total: Int) {
+        var filter = query
+        (filter.limit, filter.offset) = (0, 0)
+        let all = try lists.value(.records(filter)) { try matchingIDs(filter) }
+        return (Array(all.dropFirst(query.offset).prefix(query.limit)), all.count)
+    }
+
+    private func matchingIDs(_ query: RecordQuery) throws -> [String] {
         var conditions: [String] = []
         var arguments: [any DatabaseValueConvertible] = []
         func fieldEquals(_ field: String, _ value: String?) {
@@ -250,12 +258,8 @@ extension Replica {
         }
         let whereClause = "k.field = 'kind'" + conditions.map { " AND " + $0 }.joined()
         return try pool.read { db in
-            let total = try Int.fetchOne(db, sql: "SELECT count(*) FROM fields k WHERE \(whereClause)",
-                                         arguments: StatementArguments(arguments)) ?? 0
-            let ids = try String.fetchAll(
-                db, sql: "SELECT k.record FROM fields k WHERE \(whereClause) ORDER BY k.record LIMIT ? OFFSET ?",
-                arguments: StatementArguments(arguments + [query.limit, query.offset]))
-            return (ids, total)
+            try String.fetchAll(db, sql: "SELECT k.record FROM fields k WHERE \(whereClause) ORDER BY k.record",
+                                arguments: StatementArguments(arguments))
         }
     }
 

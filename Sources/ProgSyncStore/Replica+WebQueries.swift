@@ -15,6 +15,10 @@ extension Replica {
 
     /// How many live records of `kind` have each status value (canonical JSON text, nil: none).
     public func statusCounts(kind: RecordKind) throws -> [String?: Int] {
+        try lists.value(.statusCounts(kind)) { try countStatuses(kind: kind) }
+    }
+
+    private func countStatuses(kind: RecordKind) throws -> [String?: Int] {
         try pool.read { db in
             let rows = try Row.fetchAll(db, sql: """
                 SELECT s.value, count(*) FROM fields k

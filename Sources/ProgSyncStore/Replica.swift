@@ -185,6 +185,8 @@ public final class Replica: Sendable {
     let readerQueue = DispatchQueue(label: "progsync.readers", attributes: .concurrent)
     /// Told the newest LSN after every commit of the writer, whatever path made it.
     let commitObservers = CommitObservers()
+    /// List answers until the next commit (ListCache.swift).
+    let lists = ListCache()
 
     public static let wallClockMilliseconds: @Sendable () -> UInt64 = {
         var ts = timespec()
@@ -220,8 +222,8 @@ public final class Replica: Sendable {
         try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         try Self.migrate(pool, path: configuration.path, logger: configuration.logger)
         ownChain = Mutex(try Self.loadOwnChainGate(pool))
-        try pool.writeWithoutTransaction { [recordReader, commitObservers] db in
-            db.add(transactionObserver: CommitNotifier(reader: recordReader, observers: commitObservers), extent: .databaseLifetime)
+        try pool.writeWithoutTransaction { [recordReader, commitObservers, lists] db in
+            db.add(transactionObserver: CommitNotifier(reader: recordReader, lists: lists, observers: commitObservers), extent: .databaseLifetime)
         }
         let loaded = try pool.read { db -> State in
             var heads: [NodeID: Head] = [:]
@@ -428,15 +430,18 @@ public final class Replica: Sendable {
 /// drop snapshots from before it; then tells the commit observers (the change feed) the newest LSN.
 final class CommitNotifier: TransactionObserver {
     let reader: RecordReader?
+    let lists: ListCache
     let observers: CommitObservers
-    init(reader: RecordReader?, observers: CommitObservers) {
+    init(reader: RecordReader?, lists: ListCache, observers: CommitObservers) {
         self.reader = reader
+        self.lists = lists
         self.observers = observers
     }
     func observes(eventsOfKind eventKind: DatabaseEventKind) -> Bool { false }
     func databaseDidChange(with event: DatabaseEvent) {}
     func databaseDidCommit(_ db: Database) {
         reader?.writerCommitted()
+        lists.writerCommitted()
         let notify = observers.list.withLock { $0 }
         // The log's end as committed (the in-memory state changes only after this returns).
         guard !notify.isEmpty, let lsn = try? Int64.fetchOne(db, sql: "SELECT max(lsn) FROM commits") else { return }
