@@ -70,11 +70,12 @@ struct AsOfFold {
     /// One field; a record's few fields are searched in a short array, cheaper than hashing.
     /// Its frontier is `MergeRule.frontier` of every folded version and everything they
     /// superseded, so it does not depend on the order the log holds them in (a commit put back
-    /// into a log that had lost it comes after those that superseded it).
+    /// into a log that had lost it comes after those that superseded it). A version outside the
+    /// frontier was superseded, and `superseded` only grows, so the frontier's own versions
+    /// stand for all folded ones: no list of every version is kept.
     struct Slot: Sendable {
         var field: String
         var frontier: FieldFrontier
-        var versions: [FieldVersion]
         var superseded: [CommitRef]
     }
 
@@ -126,12 +127,13 @@ extension [AsOfFold.Slot] {
             let version = FieldVersion(value: change.valueBytes, stamp: stamp, origin: ref.origin, seq: ref.seq)
             guard let i = firstIndex(where: { $0.field == change.field }) else {
                 let frontier = MergeRule.frontier(of: [version], superseded: Set(change.supersedes)) ?? FieldFrontier(winner: version)
-                append(AsOfFold.Slot(field: change.field, frontier: frontier, versions: [version], superseded: change.supersedes))
+                append(AsOfFold.Slot(field: change.field, frontier: frontier, superseded: change.supersedes))
                 continue
             }
-            self[i].versions.append(version)
             self[i].superseded += change.supersedes
-            if let frontier = MergeRule.frontier(of: self[i].versions, superseded: Set(self[i].superseded)) { self[i].frontier = frontier }
+            if let frontier = MergeRule.frontier(of: self[i].frontier.versions + [version], superseded: Set(self[i].superseded)) {
+                self[i].frontier = frontier
+            }
         }
     }
 }
