@@ -159,7 +159,7 @@ let package = Package(
         .executableTarget(
             name: "ProgSyncWebBench",
             dependencies: [
-                "ProgSyncCore", "ProgSyncStore", "ProgSyncDaemon", "ProgSyncHTTPClient",
+                "ProgSyncCore", "ProgSyncStore", "ProgSyncDaemon", "ProgSyncHTTPClient", "ProgSyncBenchSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/WebBench",
@@ -180,10 +180,12 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // Partner sync benchmark: initial sync over TLS, propagation latency and reconciliation between real nodes.
+        // What the benchmarks that start progsyncd processes share.
+        .target(name: "ProgSyncBenchSupport", path: "Benchmarks/Support", swiftSettings: swiftSettings),
         .executableTarget(
             name: "ProgSyncSyncBench",
             dependencies: [
-                "ProgSyncCore", "ProgSyncStore", "ProgSyncHTTPClient",
+                "ProgSyncCore", "ProgSyncStore", "ProgSyncHTTPClient", "ProgSyncBenchSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             path: "Benchmarks/SyncBench",

@@ -76,7 +76,7 @@ class Node:
     def socket_path(self):
         return os.path.join(self.folder, "progsync.sock")
 
-    def start(self, nodes, sample):
+    def start(self, nodes, sample, extra_env=None):
         orgs = {}
         for n in nodes:
             orgs.setdefault(n.org, []).append({"id": n.id, "name": n.name, "publicKey": n.public_key,
@@ -87,6 +87,7 @@ class Node:
         env.update({"PROGSYNC_PEERS_LISTEN": "127.0.0.1:%d" % self.peer_port, "PROGSYNC_PEERS_PLAIN_HTTP": "true",
                     "PROGSYNC_UI_LISTEN": "127.0.0.1:%d" % self.ui_port, "PROGSYNC_UI_PLAIN_HTTP": "true",
                     "PROGSYNC_RECONCILE_SCHEDULE": "off"})
+        env.update(extra_env or {})
         log = open(os.path.join(self.folder, "daemon.log"), "a")
         self.process = subprocess.Popen([PROGSYNCD, "--data-dir", self.folder] + ([] if sample else ["--empty"]),
                                         env=env, stdout=log, stderr=log)
@@ -317,6 +318,27 @@ def main():
                 check("keyboard: status saved without a mouse", after != before, (before, after))
                 shot(da, "keyboard-saved")
 
+        # Someone else changes the status I am editing: the open form says so before I save, and
+        # the save is refused rather than replacing their value.
+        record = "al1.r02.a01"
+        da.get(a.url + "/activities/" + record)
+        mine = Select(da.find_element(By.ID, "e-status"))
+        current = mine.first_selected_option.get_attribute("value")
+        theirs = "delayed" if current != "delayed" else "completed"
+        status, _ = a.api("PATCH", "/v1/records/" + record, {"status": theirs})
+        try:
+            WebDriverWait(da, 5, poll_frequency=0.05).until(
+                lambda d: d.find_element(By.CSS_SELECTOR, "form.edit .warn").text.strip() != "")
+            warned = da.find_element(By.CSS_SELECTOR, "form.edit .warn").text
+        except TimeoutException:
+            warned = ""
+        check("an open form is told when someone else changed its field", status == 200 and warned != "", (status, warned))
+        Select(da.find_element(By.ID, "e-status")).select_by_value("not-started" if theirs != "not-started" else "ongoing")
+        submit(da, da.find_element(By.CSS_SELECTOR, "form.edit button[type=submit]"))
+        kept = a.api("GET", "/v1/records/" + record)[1]["fields"]["status"]
+        check("the stale save does not replace their value", kept == theirs, kept)
+        shot(da, "changed-meanwhile")
+
         # A POST without a CSRF token is refused, even with a valid session cookie.
         cookie = da.get_cookie("progsync_session")["value"]
         req = urllib.request.Request(a.url + "/activities/al1.r01.a02", data=b"status=completed", method="POST",
@@ -337,6 +359,15 @@ def main():
         except urllib.error.HTTPError as e:
             code = e.code
         check("session cookie refused after logout", code == 303, code)
+
+        # After the idle timeout (2 s here; 30 min by default) the session is gone too.
+        a.stop()
+        a.start([a, b], sample=True, extra_env={"PROGSYNC_UI_IDLE_TIMEOUT_SECONDS": "2"})
+        login(da, a, "anna", "anna's long password")
+        check("signed in again", "Legenda" in da.page_source)
+        time.sleep(3)
+        da.get(a.url + "/")
+        check("session refused after idle expiry", "/login" in da.current_url, da.current_url)
     finally:
         for d in drivers:
             try:

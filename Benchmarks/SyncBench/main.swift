@@ -14,6 +14,7 @@
 // and `reconcile: equal <X> ms, 1% diverged <Y> ms (<Y/X>x), 0.01% diverged <Z> ms (<Z/X>x)` (medians).
 import Foundation
 import GRDB
+import ProgSyncBenchSupport
 import ProgSyncCore
 import ProgSyncHTTPClient
 import ProgSyncStore
@@ -58,31 +59,6 @@ defer {
     try? FileManager.default.removeItem(atPath: root)
 }
 
-func run(_ arguments: [String]) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: progsyncd)
-    p.arguments = arguments
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    try p.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
-}
-
-func freePort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-    }
-    return Int(UInt16(bigEndian: addr.sin_port))
-}
-
 struct Node {
     var name: String
     var folder: String
@@ -95,12 +71,12 @@ struct Node {
 
 func makeNode(_ name: String, org: String) throws -> Node {
     let folder = root + "/" + name
-    let out = try run(["init", "--data-dir", folder, "--org", org, "--name", name])
+    let out = try output(of: progsyncd, ["init", "--data-dir", folder, "--org", org, "--name", name])
     let identity = try JSONParser.parse([UInt8](FileManager.default.contents(atPath: folder + "/identity.json")!))
     let pin = out.split(separator: "\n").first { $0.hasPrefix("certificate:") }.map {
         String($0.dropFirst("certificate:".count)).trimmingCharacters(in: .whitespaces)
     } ?? ""
-    return Node(name: name, folder: folder, port: freePort(), id: identity["id"]!.stringValue!, publicKey: identity["publicKey"]!.stringValue!,
+    return Node(name: name, folder: folder, port: freeLoopbackPort(), id: identity["id"]!.stringValue!, publicKey: identity["publicKey"]!.stringValue!,
                 pin: pin, client: try HTTPClient(configuration: .init(unixSocketPath: folder + "/progsync.sock", requestTimeout: .seconds(600))))
 }
 

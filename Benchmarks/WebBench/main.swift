@@ -1,15 +1,23 @@
 // The web app's server-side speed, through the daemon's socket mount (/ui) of real in-process
 // nodes: the overview of the 2021 programme (161 records), and pages of a list of 100k activities.
+// Then edit→partner page: two progsyncd processes (jenv with the programme, politie) replicating
+// over mutual TLS on loopback; an editor saves a status in jenv's app, and the time is taken
+// until politie's app sends it on the event stream its open pages listen to (/ui/events).
 // Prints:
-//   web: overview p99 <X> ms, list page p99 <Y> ms (100k activities)
-// (edit→partner page is measured in a real browser on two nodes: scripts/ui_test.py prints it.)
-// Usage: swift run -c release ProgSyncWebBench [requests per measurement, default 300]
+//   web: overview p99 <X> ms, list page p99 <Y> ms (100k activities), edit→partner page <Z> ms
+// (Z is the median of 40 saves; scripts/ui_test.py measures the same in a real browser.)
+// Usage: swift build -c release --product progsyncd && swift run -c release ProgSyncWebBench [requests per measurement, default 300]
 import Foundation
 import Logging
+import ProgSyncBenchSupport
 import ProgSyncCore
 import ProgSyncDaemon
 import ProgSyncHTTPClient
 import ProgSyncStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 let requests = CommandLine.arguments.dropFirst().first.flatMap(Int.init) ?? 300
 
@@ -35,8 +43,8 @@ final class Session: @unchecked Sendable {
         return (response.status, String(decoding: response.body, as: UTF8.self))
     }
 
-    func login(admin: HTTPClient) async throws {
-        let body = Array(#"{"name":"bench","role":"viewer","password":"a long bench password"}"#.utf8)
+    func login(admin: HTTPClient, role: String = "viewer") async throws {
+        let body = Array(#"{"name":"bench","role":"\#(role)","password":"a long bench password"}"#.utf8)
         _ = try await admin.send(HTTPClientRequest(method: "POST", url: "http://localhost/v1/users", body: body))
         let page = try await send("GET", "/ui/login").1
         let csrf = page.range(of: "name=\"_csrf\" value=\"").map { String(page[$0.upperBound...].prefix { $0 != "\"" }) } ?? ""
@@ -144,7 +152,180 @@ func runBench() async throws {
     admin2.shutdown()
     try? FileManager.default.removeItem(at: folder1)
     try? FileManager.default.removeItem(at: folder2)
-    print("web: overview p99 \(String(format: "%.1f", overview)) ms, list page p99 \(String(format: "%.1f", listPage)) ms (100k activities)")
+    let edit = try await editToPartnerPage()
+    say("edit→partner page: median \(String(format: "%.1f", edit.median)) ms, p99 \(String(format: "%.1f", edit.p99)) ms over \(edit.count) saves")
+    print("web: overview p99 \(String(format: "%.1f", overview)) ms, list page p99 \(String(format: "%.1f", listPage)) ms (100k activities), "
+        + "edit→partner page \(String(format: "%.0f", edit.median)) ms")
+}
+
+// MARK: Edit on one node's app, seen by a partner's open page
+
+struct BenchFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ text: String) { description = text }
+}
+
+/// A progsyncd process of its own, next to this benchmark's binary.
+final class NodeProcess {
+    let name: String, org: String, folder: String, peerPort: Int
+    var id = "", publicKey = "", pin = ""
+    var process: Process?
+    static let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("progsyncd").path
+    var socket: String { folder + "/progsync.sock" }
+
+    init(name: String, org: String, root: String) throws {
+        (self.name, self.org, folder) = (name, org, root + "/" + name)
+        peerPort = freeLoopbackPort()
+        let out = try output(of: Self.binary, ["init", "--data-dir", folder, "--org", org, "--name", name])
+        let identity = try JSONParser.parse([UInt8](FileManager.default.contents(atPath: folder + "/identity.json") ?? Data()))
+        id = identity["id"]?.stringValue ?? ""
+        publicKey = identity["publicKey"]?.stringValue ?? ""
+        pin = out.split(separator: "\n").first { $0.hasPrefix("certificate:") }
+            .map { $0.dropFirst("certificate:".count).trimmingCharacters(in: .whitespaces) } ?? ""
+        guard !id.isEmpty, !pin.isEmpty else { throw BenchFailure("progsyncd init for \(name) said: \(out)") }
+    }
+
+    func start(partners: [NodeProcess], sample: Bool) throws {
+        let orgs: [JSONValue] = partners.map { n in
+            .object(["code": .string(n.org), "nodes": [.object([
+                "id": .string(n.id), "name": .string(n.name), "publicKey": .string(n.publicKey), "certificatePin": .string(n.pin),
+                "address": .string("https://127.0.0.1:\(n.peerPort)"),
+            ])]])
+        }
+        try JSONValue.object(["coordinators": ["jenv"], "orgs": .array(orgs)]).prettyString()
+            .write(toFile: folder + "/registry.json", atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = ["--data-dir", folder, "--log-level", "warning"] + (sample ? [] : ["--empty"])
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PROGSYNC_") }
+        env["PROGSYNC_PEERS_LISTEN"] = "127.0.0.1:\(peerPort)"
+        env["PROGSYNC_RECONCILE_SCHEDULE"] = "off"
+        p.environment = env
+        FileManager.default.createFile(atPath: folder + "/daemon.log", contents: nil)
+        p.standardError = FileHandle(forWritingAtPath: folder + "/daemon.log")
+        try p.run()
+        process = p
+    }
+
+    func stop() {
+        guard let p = process, p.isRunning else { return }
+        p.terminate()
+        p.waitUntilExit()
+    }
+}
+
+/// The event stream an open page listens to, read on a thread of its own: when each
+/// `record=status` first arrived.
+final class PageEventStream: @unchecked Sendable {
+    let fd: Int32
+    private let lock = NSLock()
+    private var arrivals: [String: ContinuousClock.Instant] = [:]
+
+    init(socket path: String, cookie: String) throws {
+        fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, b) in path.utf8.enumerated() where i < raw.count - 1 { raw[i] = b }
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
+        }
+        guard connected else { throw BenchFailure("cannot connect to \(path)") }
+        let request = Array("GET /ui/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\nCookie: \(cookie)\r\n\r\n".utf8)
+        guard write(fd, request, request.count) == request.count else { throw BenchFailure("cannot ask for /ui/events") }
+        Thread.detachNewThread { self.read() }
+    }
+
+    private func read() {
+        var buffer: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = Glibc.read(fd, &chunk, chunk.count)
+            if n <= 0 { return }
+            let now = ContinuousClock.now
+            buffer += chunk[0..<n]
+            while let newline = buffer.firstIndex(of: 0x0A) {
+                let line = String(decoding: buffer[..<newline], as: UTF8.self)
+                buffer.removeSubrange(...newline)
+                guard line.hasPrefix("data: "), let event = try? JSONParser.parse(String(line.dropFirst(6))) else { continue }
+                lock.lock()
+                for change in event["changes"]?.arrayValue ?? [] where change["field"]?.stringValue == "status" {
+                    let key = (change["record"]?.stringValue ?? "") + "=" + (change["value"]?.stringValue ?? "")
+                    if arrivals[key] == nil { arrivals[key] = now }
+                }
+                lock.unlock()
+            }
+        }
+    }
+
+    func arrival(record: String, status: String) -> ContinuousClock.Instant? {
+        lock.lock()
+        defer { lock.unlock() }
+        return arrivals[record + "=" + status]
+    }
+
+    deinit { close(fd) }
+}
+
+func hiddenValue(_ name: String, in page: String) -> String? {
+    page.range(of: "name=\"\(name)\" value=\"").map { String(page[$0.upperBound...].prefix { $0 != "\"" }) }
+}
+
+func milliseconds(_ d: Duration) -> Double { Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15 }
+
+func editToPartnerPage(saves: Int = 40) async throws -> (median: Double, p99: Double, count: Int) {
+    let root = FileManager.default.temporaryDirectory.appendingPathComponent("psweb-edit-\(UUID().uuidString.prefix(8))").path
+    defer { try? FileManager.default.removeItem(atPath: root) }
+    let jenv = try NodeProcess(name: "jenv-node", org: "jenv", root: root)
+    let politie = try NodeProcess(name: "politie-node", org: "politie", root: root)
+    defer { jenv.stop(); politie.stop() }
+    try jenv.start(partners: [jenv, politie], sample: true)
+    try politie.start(partners: [jenv, politie], sample: false)
+    let adminA = try HTTPClient(configuration: HTTPClientConfiguration(unixSocketPath: jenv.socket, requestTimeout: .seconds(30)))
+    let adminB = try HTTPClient(configuration: HTTPClientConfiguration(unixSocketPath: politie.socket, requestTimeout: .seconds(30)))
+    defer { adminA.shutdown(); adminB.shutdown() }
+    // Until politie holds the programme.
+    var records = 0
+    for _ in 0..<600 where records < 161 {
+        try await Task.sleep(for: .milliseconds(100))
+        let status = try? await adminB.send(HTTPClientRequest(method: "GET", url: "http://localhost/v1/status"))
+        records = status.flatMap { try? JSONParser.parse($0.body) }?["records"]?["total"]?.intValue.map(Int.init) ?? 0
+    }
+    guard records >= 161 else { throw BenchFailure("politie did not receive the programme (\(records) records)") }
+
+    let editor = try Session(socket: jenv.socket)
+    try await editor.login(admin: adminA, role: "editor")
+    let reader = try Session(socket: politie.socket)
+    try await reader.login(admin: adminB, role: "viewer")
+    let stream = try PageEventStream(socket: politie.socket, cookie: reader.cookie)
+    try await Task.sleep(for: .milliseconds(300))
+
+    let activities = ["al1.r01.a01", "al1.r04.a08", "al2.r15.a02", "al3.r24.a07"]
+    let statuses = ProgrammeStatus.allCases.map(\.rawValue)
+    var times: [Double] = []
+    for i in 0..<saves {
+        let record = activities[i % activities.count]
+        let page = try await editor.send("GET", "/ui/activities/\(record)").1
+        // A status other than the one it has (saving the same value makes no commit).
+        let form = page.range(of: "id=\"e-status\"").map { String(page[$0.lowerBound...].prefix(4000)) } ?? ""
+        let current = statuses.first { form.contains("value=\"\($0)\" selected") }
+        let choices: [String] = [statuses[i % statuses.count], statuses[(i + 1) % statuses.count]]
+        let status = choices.first { $0 != current } ?? choices[0]
+        guard let csrf = hiddenValue("_csrf", in: page), let base = hiddenValue("base.status", in: page) else {
+            throw BenchFailure("no edit form on \(record)")
+        }
+        let start = ContinuousClock.now
+        let (code, _) = try await editor.send("POST", "/ui/activities/\(record)", form: "_csrf=\(csrf)&status=\(status)&base.status=\(base)")
+        guard code == 303 else { throw BenchFailure("saving \(record) answered \(code)") }
+        while stream.arrival(record: record, status: status) == nil {
+            if ContinuousClock.now - start > .seconds(10) { throw BenchFailure("\(record)=\(status) did not reach politie's page in 10 s") }
+            try await Task.sleep(for: .microseconds(200))
+        }
+        times.append(milliseconds(stream.arrival(record: record, status: status)! - start))
+    }
+    times.sort()
+    return (times[times.count / 2], times[min(times.count - 1, Int(Double(times.count) * 0.99))], times.count)
 }
 
 try await runBench()
