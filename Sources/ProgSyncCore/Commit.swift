@@ -281,20 +281,22 @@ struct ByteReader {
     var offset = 0
     var isAtEnd: Bool { offset == bytes.count }
 
-    mutating func raw(_ n: Int) throws(CommitDecodingError) -> [UInt8] {
-        guard n >= 0, offset + n <= bytes.count else { throw CommitDecodingError("truncated commit") }
+    /// The next `n` bytes, in place; numbers and strings are read from it without a copy.
+    mutating func slice(_ n: Int) throws(CommitDecodingError) -> ArraySlice<UInt8> {
+        guard n >= 0, n <= bytes.count - offset else { throw CommitDecodingError("truncated commit") }
         defer { offset += n }
-        return Array(bytes[offset..<offset + n])
+        return bytes[offset..<offset + n]
     }
+    mutating func raw(_ n: Int) throws(CommitDecodingError) -> [UInt8] { Array(try slice(n)) }
     mutating func u32() throws(CommitDecodingError) -> UInt32 {
-        try raw(4).reduce(0) { $0 << 8 | UInt32($1) }
+        try slice(4).reduce(0) { $0 << 8 | UInt32($1) }
     }
     mutating func u64() throws(CommitDecodingError) -> UInt64 {
-        try raw(8).reduce(0) { $0 << 8 | UInt64($1) }
+        try slice(8).reduce(0) { $0 << 8 | UInt64($1) }
     }
     mutating func blob() throws(CommitDecodingError) -> [UInt8] { try raw(Int(try u32())) }
     mutating func string() throws(CommitDecodingError) -> String {
-        guard let s = String(validating: try blob(), as: UTF8.self) else { throw CommitDecodingError("invalid UTF-8") }
+        guard let s = String(validating: try slice(Int(try u32())), as: UTF8.self) else { throw CommitDecodingError("invalid UTF-8") }
         return s
     }
 }
