@@ -175,7 +175,7 @@ let package = Package(
         // The local API benchmark: load over the socket next to nginx on a socket.
         .executableTarget(
             name: "ProgSyncLocalAPIBench",
-            dependencies: ["ProgSyncCore"],
+            dependencies: ["ProgSyncCore", "ProgSyncBenchSupport"],
             path: "Benchmarks/LocalAPIBench",
             swiftSettings: swiftSettings
         ),

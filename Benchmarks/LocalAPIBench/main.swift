@@ -20,6 +20,7 @@
 //   local-api: get <N> req/s p99 <X> ms, nginx-static <M> req/s, ratio <N/M>
 import Foundation
 import Glibc
+import ProgSyncBenchSupport
 import ProgSyncCore
 
 signal(SIGPIPE, SIG_IGN)
@@ -480,7 +481,7 @@ func bulkApply(_ o: Options, progsyncd: String, temp: String, dataDir: String, d
     else { throw BenchError("progsyncd init of the bulk source failed: \(initText.prefix(500))") }
     let pin = pinLine.dropFirst("certificate:".count).trimmingCharacters(in: .whitespaces)
     // The measured node's own registry (zero-config: its org coordinates) plus the source, with an address.
-    let port = try freeLoopbackPort()
+    let port = freeLoopbackPort()
     guard let registryData = FileManager.default.contents(atPath: dataDir + "/registry.json"),
         case .object(var registry) = try JSONParser.parse(Array(registryData)),
         case .array(var orgList)? = registry["orgs"], case .object(var org)? = orgList.first, case .array(var nodes)? = org["nodes"]
@@ -554,21 +555,6 @@ func bulkApply(_ o: Options, progsyncd: String, temp: String, dataDir: String, d
     let seconds = Double(monotonicNanos() - started) / 1e9
     return BulkApplyResult(result: result, changes: activities * 10, progress: progress,
                            rate: "whole pull \(f(seconds, 1)) s from the restart, \(thousands(Double(activities * 10) / seconds)) changes/s")
-}
-
-/// A TCP port on loopback that is free now.
-func freeLoopbackPort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let ok = withUnsafeMutablePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-    }
-    guard ok else { throw BenchError("no free loopback port: \(String(cString: strerror(errno)))") }
-    return Int(UInt16(bigEndian: addr.sin_port))
 }
 
 let options = parseOptions()
