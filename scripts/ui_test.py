@@ -25,11 +25,10 @@ import urllib.parse
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from axe_selenium_python import Axe
 
@@ -150,12 +149,29 @@ def login(driver, node, name, password):
 def submit(driver, button):
     """Clicks a form's button and waits for the next page: never read the page being left."""
     button.click()
-    WebDriverWait(driver, 20, poll_frequency=0.05).until(expected_conditions.staleness_of(button))
+    WebDriverWait(driver, 20, poll_frequency=0.05).until(lambda _: left_document(button))
+
+
+def left_document(element):
+    """True once the element's page is gone. Chromium reports an element caught mid-navigation either as
+    stale or as a node that 'does not belong to the document'; both mean the same here."""
+    try:
+        element.is_enabled()
+        return False
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as error:
+        if "does not belong to the document" in str(error) or "No node with given id" in str(error):
+            return True
+        raise
 
 
 def status_cell_text(driver, record):
-    cells = driver.find_elements(By.CSS_SELECTOR, "td[data-field=status][data-record='%s'] .label" % record)
-    return cells[0].text if cells else None
+    try:
+        cells = driver.find_elements(By.CSS_SELECTOR, "td[data-field=status][data-record='%s'] .label" % record)
+        return cells[0].text if cells else None
+    except StaleElementReferenceException:
+        return None  # the live update replaced the cell between finding and reading it
 
 
 def axe_check(driver, label):
