@@ -138,7 +138,7 @@ extension LocalAPI {
         audit.operatorAction("bundle-import", object: result.exporter.rawValue, result: "imported", user: await context.author(), detail:
             "\(result.commits) commits: \(report.applied) new, \(report.duplicates) known, \(report.held.count) held, "
             + "\(report.rejected.count) refused; header \(result.headerVerified ? "verified" : "not verified")")
-        audit.judged(report, origin: "bundle:\(result.exporter.rawValue)")
+        judged(report, from: "bundle:\(result.exporter.rawValue)")
         return JSONResponse.make(.object([
             "from": .string(result.exporter.rawValue), "org": header["org"] ?? .null, "name": header["name"] ?? .null,
             "created": header["created"] ?? .null, "commits": .int(Int64(result.commits)),

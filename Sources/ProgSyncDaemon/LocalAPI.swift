@@ -9,7 +9,7 @@ import Synchronization
 
 /// The local HTTP/JSON API on the Unix socket (§12). Handlers validate at the boundary, then hand
 /// field writes to the replica; a refused request changes nothing.
-struct LocalAPI: Sendable {
+struct LocalAPI: Sendable, PartnerCommitIntake {
     let replica: Replica
     let node: NodeFiles.StoredIdentity
     let limits: DaemonConfiguration.Limits
@@ -280,10 +280,9 @@ struct LocalAPI: Sendable {
 
     func release(_ hashText: String, _ context: LocalRequestContext) async throws -> Response {
         guard let hash = Hex.decode(hashText), hash.count == 32 else { throw APIError.badRequest("hash must be 64 hex digits") }
-        let report = try await metrics.merging(replica) { try await replica.writing { try $0.releaseHeld(hash: hash) } }
+        let report = try await merge(from: "quarantine") { try $0.releaseHeld(hash: hash) }
         audit.operatorAction("quarantine-release", object: hashText.lowercased(), result: "released", user: await context.author(),
                              detail: "applied \(report.applied), held \(report.held.count), refused \(report.rejected.count)")
-        audit.judged(report, origin: "quarantine")
         return JSONResponse.make(.object([
             "applied": .int(Int64(report.applied)), "held": .int(Int64(report.held.count)), "rejected": .int(Int64(report.rejected.count)),
         ]))

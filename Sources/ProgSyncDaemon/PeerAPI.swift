@@ -18,7 +18,7 @@ struct PeerRequestContext: RequestContext {
 
 /// The peer API under `/v1/peer/` (§8): hello, pull with a cursor and long poll, and push. It
 /// serves every commit the node holds, whoever made it, so chains and hubs converge too.
-struct PeerAPI: Sendable {
+struct PeerAPI: Sendable, PartnerCommitIntake {
     static let maxBatchBytes = 4 << 20
     static let maxRange = 5000
     let replica: Replica
@@ -149,13 +149,8 @@ struct PeerAPI: Sendable {
         } catch {
             throw APIError.badRequest("\(error)")
         }
-        let report = try await metrics.merging(replica) { try await replica.writing { try $0.apply(commits) } }
-        if !report.rejected.isEmpty || !report.held.isEmpty {
-            audit.judged(report, origin: "push:\(pusher(await PeerLoadMiddleware.peer(of: context.channel)))")
-        }
-        for r in report.rejected {
-            logger.warning("peer push: commit refused", metadata: ["commit": "\(r.ref)", "reason": "\(r.reason)", "detail": "\(r.detail)"])
-        }
+        let channel = "push:\(pusher(await PeerLoadMiddleware.peer(of: context.channel)))"
+        let report = try await merge(from: channel) { try $0.apply(commits) }
         return JSONResponse.make(PeerAPI.reportJSON(report, vector: replica.versionVector))
     }
 

@@ -60,7 +60,7 @@ struct PeerStatus: Sendable {
 /// One partner: pulls its feed with a long poll and pushes ours as soon as commits are stored,
 /// each on its own libcurl connection so a long poll never delays a push. A failing peer backs
 /// off with jitter and never blocks other peers or the local API.
-final class PeerReplicator: Service, Sendable {
+final class PeerReplicator: Service, Sendable, PartnerCommitIntake {
     let peer: PartnerRegistry.Node
     let replica: Replica
     let events: EventBroadcaster
@@ -150,12 +150,8 @@ final class PeerReplicator: Service, Sendable {
                 }
                 since = next
                 let peerID = peer.id
-                let report = try await metrics.merging(replica) {
-                    try await replica.writing { try $0.apply(commits) { db in try Replica.setPulled(db, peer: peerID, to: next) } }
-                }
-                audit.judged(report, origin: "pull:\(peerID.rawValue)")
-                for r in report.rejected {
-                    logger.warning("commit from peer refused", metadata: ["commit": "\(r.ref)", "reason": "\(r.reason)", "detail": "\(r.detail)"])
+                let report = try await merge(from: "pull:\(peerID.rawValue)") {
+                    try $0.apply(commits) { db in try Replica.setPulled(db, peer: peerID, to: next) }
                 }
                 let now = Replica.wallClockMilliseconds()
                 status.withLock { s in

@@ -76,7 +76,7 @@ struct PeerConnection: Sendable {
 /// then, per partner, exchange of version vectors, fetching and sending the missing commits,
 /// and a digest comparison narrowed down bucket by bucket when the trees differ although the
 /// vectors agree. Every run writes a report. Runs never overlap: a request during a run joins it.
-actor Reconciler {
+actor Reconciler: PartnerCommitIntake {
     let replica: Replica
     let peers: [PeerEndpoint]
     let reports: ReconcileReports
@@ -137,8 +137,7 @@ actor Reconciler {
                     for (origin, ranges) in integrity.missingCommits {
                         for range in ranges {
                             guard let commits = try? await connection.commits(origin: origin, seqs: range) else { continue }
-                            let r = try await metrics.merging(replica) { try await replica.writing { try $0.apply(commits) } }
-                            audit.judged(r, origin: "reconcile:\(p.node.id.rawValue)")
+                            let r = try await merge(from: "reconcile:\(p.node.id.rawValue)") { try $0.apply(commits) }
                             restored += r.restored
                             restoredRecords.formUnion(r.restoredRecords)
                         }
@@ -255,8 +254,7 @@ actor Reconciler {
                     continue
                 }
                 let commits = try await connection.commits(origin: origin, seqs: ((ours[origin] ?? 0) + 1)...seq)
-                let r = try await metrics.merging(replica) { try await replica.writing { try $0.apply(commits) } }
-                audit.judged(r, origin: "reconcile:\(peer.node.id.rawValue)")
+                let r = try await merge(from: "reconcile:\(peer.node.id.rawValue)") { try $0.apply(commits) }
                 fetched += r.applied
                 held += r.held.count
                 rejected += r.rejected.count
@@ -297,7 +295,7 @@ actor Reconciler {
             }
             // 3. Same commits, different trees: narrow down and repair what is ours to repair.
             logger.error("digests differ although both hold the same commits: narrowing down", metadata: ["peer": "\(peer.name)"])
-            let narrowed = try await narrow(connection)
+            let narrowed = try await narrow(connection, channel: "reconcile:\(peer.node.id.rawValue)")
             o["narrowing"] = narrowed.json
             if narrowed.repaired + narrowed.commitsRestored > 0 {
                 audit.repaired(object: "replica", origin: "reconcile:\(peer.node.id.rawValue)", detail:
@@ -340,7 +338,7 @@ actor Reconciler {
     }
 
     /// root → 64 inner nodes → their buckets → the entries of differing buckets.
-    private func narrow(_ connection: PeerConnection) async throws -> Narrowing {
+    private func narrow(_ connection: PeerConnection, channel: String) async throws -> Narrowing {
         var n = Narrowing()
         let theirInner = try await connection.call("GET", "/v1/peer/digest")["inner"]?.arrayValue?.compactMap(\.stringValue) ?? []
         let ourInner = ReplicaDigest.innerNodes(replica.digestBuckets).map { Hex.encode($0) }
@@ -383,7 +381,7 @@ actor Reconciler {
                 try await replica.reading({ try $0.rawCommits(origin: origin, seqs: e.seq...e.seq) }).isEmpty
             else { continue }
             let commits = try await connection.commits(origin: origin, seqs: e.seq...e.seq)
-            n.commitsRestored += try await metrics.merging(replica) { try await replica.writing { try $0.apply(commits) } }.restored
+            n.commitsRestored += try await merge(from: channel) { try $0.apply(commits) }.restored
         }
         let rebuilt = try await replica.writing { [records] in try $0.rebuild(buckets: [], records: records) }
         n.repaired = rebuilt.fieldsRepaired + rebuilt.conflictsRepaired
@@ -477,13 +475,14 @@ struct ReconcileReports: Sendable {
 
 /// Runs the reconciliation at its scheduled time, catches up a run missed while the daemon was
 /// down, and retries quarantined commits as local time catches up with them.
-struct NightlyJobs: Service {
+struct NightlyJobs: Service, PartnerCommitIntake {
     let reconciler: Reconciler
     let schedule: ReconcileSchedule
     let reports: ReconcileReports
     let replica: Replica
     let audit: AuditLog
     let logger: Logger
+    var metrics: DaemonMetrics { reconciler.metrics }
 
     func run() async throws {
         await withTaskGroup(of: Void.self) { group in
@@ -515,8 +514,7 @@ struct NightlyJobs: Service {
         while (try? await gracefulSleep(.seconds(10))) != nil {
             guard let held = try? replica.attentionCounts().held, held > 0 else { continue }
             do {
-                let report = try await reconciler.metrics.merging(replica) { try await replica.writing { try $0.retryHeld() } }
-                audit.judged(report, origin: "quarantine")
+                let report = try await merge(from: "quarantine") { try $0.retryHeld() }
                 if report.applied > 0 {
                     logger.info("quarantined commits applied", metadata: ["applied": "\(report.applied)"])
                 }

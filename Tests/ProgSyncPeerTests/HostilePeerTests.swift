@@ -61,7 +61,7 @@ import Testing
         let log = net.log("jenv")
         #expect(log.contains("cursor -9223372036854775808") || log.contains("lastLSN -9223372036854775808"), "the extreme cursor is logged")
         #expect(log.contains("unmoved from"), "the answer with more and no progress is logged")
-        #expect(log.contains("commit from peer refused"), "the commits with seq 0 and 2^63 are logged as refused")
+        #expect(log.contains(#"msg="partner commit refused" channel=pull:"#), "the commits with seq 0 and 2^63 are logged as refused")
         // The answers after the refused ones ask from an unchanged cursor.
         let sinces = mallory.requests("GET /v1/peer/commits").compactMap { $0.split(separator: "since=").last?.split(separator: "&").first }
         #expect(sinces.allSatisfy { $0 == "0" || $0 == "3" }, "\(sinces)")
@@ -182,7 +182,7 @@ import Testing
                                                           body: JSONValue.object(["commits": CommitWire.json([crafted])]).canonicalBytes)
             #expect(status == 200 && report["rejected"] == 1 && report["applied"] == 0 && report["held"] == 0, "seq \(seq): \(status) \(report)")
         }
-        #expect(net.log("jenv").contains("peer push: commit refused"))
+        #expect(net.log("jenv").contains(#"msg="partner commit refused" channel=push:"#))
         // The local API's numbers too.
         for path in ["/v1/records?limit=0", "/v1/records?limit=99999999999999999999", "/v1/records?offset=-1"] {
             #expect(try await net.request("jenv", "GET", path).0 == 400, "\(path)")

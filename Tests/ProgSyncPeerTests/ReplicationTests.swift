@@ -192,7 +192,7 @@ import Glibc
         let record = try await net.request("comensha", "GET", "/v1/records/t.1").1
         #expect(record["fields"]?["title"] == nil, "the altered title must not be applied")
         #expect(record["fields"]?["owner"] == "jenv", "the genuine commit before it applies")
-        #expect(net.log("comensha").contains("commit from peer refused"))
+        #expect(net.log("comensha").contains(#"msg="partner commit refused" channel=pull:"#))
         #expect(net.log("comensha").contains("bad-signature"))
     }
 
@@ -261,7 +261,7 @@ import Glibc
                    changes: [Change(record: "p.2", field: "owner", value: "politie")]), with: politieID)
         #expect(try await push([fork])["rejected"]?.intValue == 1)
         #expect(try await net.digest("politie") == afterCreate)
-        #expect(net.log("politie").contains("peer push: commit refused"))
+        #expect(net.log("politie").contains(#"msg="partner commit refused" channel=push:"#))
         for c in [anonymous, strangerClient, member] { c.shutdown() }
     }
 
