@@ -42,7 +42,7 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/v1/status" >/dev/null
 # - use_after_free: deleting is soft by design (the document says so): DELETE sets the field
 #   `deleted`, which replicates and can be undone, so the record and its history stay readable
 #   (200), where this check expects 404 after a DELETE.
-# - positive_data_acceptance also accepts 422 on three operations, where whether a well-formed
+# - positive_data_acceptance also accepts 422 on these operations, where whether a well-formed
 #   request can be applied depends on the node's state, which no schema can state:
 #     PUT /v1/records/{id}: creating a record (the path names one that does not exist yet) needs
 #       `kind` and that kind's fields. PATCH takes the same body schema and answers 404 for a
@@ -51,6 +51,9 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/v1/status" >/dev/null
 #       version the node holds, and an id may not repeat (a rule across items).
 #     POST /v1/bundle: every byte string is schema-valid (format: binary); only a sealed bundle
 #       from a registered node verifies (422 bad-bundle otherwise).
+#     POST /v1/partners: a node that is a partner already answers 409; a name's limit is in
+#       bytes (a schema counts characters) and `node` must be the id the key gives (422).
+#     POST /v1/partners/{node}/remove|revoke: 409 when the node is this one or retired already.
 # Every other check runs, on every other operation the document declares.
 cat > "$work/schemathesis.toml" <<'TOML'
 [[operations]]
@@ -61,6 +64,15 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "403", "404", "409",
 include-operation-id = "importRecords"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "403", "404", "409", "422"]
 
+[[operations]]
+include-operation-id = "admitPartner"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "409", "422"]
+[[operations]]
+include-operation-id = "removePartner"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "409"]
+[[operations]]
+include-operation-id = "revokePartner"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "409"]
 [[operations]]
 include-operation-id = "importBundle"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "422"]

@@ -5,7 +5,7 @@ import ProgSyncCore
 struct PeersCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "peers",
-        abstract: "Show each partner node: state (up, backing-off, refused), last contact, lag and last error.",
+        abstract: "Show each partner node: state (up, silent, backing-off, refused, retired), last contact, lag and last error.",
         discussion: """
             Example:
               progsync peers

@@ -42,6 +42,7 @@ public struct ProgSyncCommand: AsyncParsableCommand {
             BundleCommand.self,
             ReconcileCommand.self,
             AuditCommand.self,
+            PartnersCommand.self,
             BackupCommand.self,
             ResumeWritesCommand.self,
             UsersCommand.self,

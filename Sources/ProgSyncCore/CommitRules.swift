@@ -17,6 +17,9 @@ public struct CommitVerdict: Sendable, Hashable, CustomStringConvertible {
         public static let conflictingSequence = Reason("conflicting-sequence")
         public static let invalid = Reason("invalid")
         public static let unauthorised = Reason("unauthorised")
+        /// Withheld: beyond its node's retirement. Stored, never merged; judged again whenever
+        /// the membership changes, so every node ends with the same set merged.
+        public static let retired = Reason("retired")
 
         public var isHold: Bool { [.unknownKey, .gap, .missingDependency, .clockAhead].contains(self) }
     }
@@ -85,8 +88,7 @@ public enum CommitRules {
             }
             if judgeValues {
                 do {
-                    try ProgrammeSchema.validate(field: change.field, value: change.value, canonicalSize: change.valueBytes.count,
-                                                 schema: commit.schema)
+                    try validate(change, schema: commit.schema)
                 } catch {
                     return CommitVerdict(.invalid, "record \(change.record): \(error)")
                 }
@@ -107,6 +109,17 @@ public enum CommitRules {
         return nil
     }
 
+    /// One change's value under a schema: a membership record's (`Membership`) or a programme
+    /// record's (`ProgrammeSchema`). Record ids starting `org:` or `node:` are membership's.
+    public static func validate(_ change: Change, schema: UInt32) throws(SchemaError) {
+        if Membership.isMembershipRecord(change.record) {
+            try Membership.validate(record: change.record, field: change.field, value: change.value,
+                                    canonicalSize: change.valueBytes.count, schema: schema)
+        } else {
+            try ProgrammeSchema.validate(field: change.field, value: change.value, canonicalSize: change.valueBytes.count, schema: schema)
+        }
+    }
+
     /// What a commit written under a newer schema uses that this node's schema does not allow:
     /// one line per change, for `quarantine` and `status`. Empty when the commit's schema is
     /// not newer, or when everything in it happens to be valid here too.
@@ -114,9 +127,11 @@ public enum CommitRules {
         guard commit.schema > schema else { return [] }
         let known = ProgrammeSchema.fieldNames(in: schema)
         return commit.changes.compactMap { change -> String? in
-            guard known.contains(change.field) else { return "record \(change.record): field \(change.field)" }
+            guard known.contains(change.field) || (schema >= Membership.schema && Membership.isMembershipRecord(change.record)) else {
+                return "record \(change.record): field \(change.field)"
+            }
             do {
-                try ProgrammeSchema.validate(field: change.field, value: change.value, canonicalSize: change.valueBytes.count, schema: schema)
+                try validate(change, schema: schema)
                 return nil
             } catch {
                 return "record \(change.record): \(change.field) \(change.value.canonicalString.prefix(80))"
@@ -154,6 +169,7 @@ public enum CommitRules {
         _ commit: Commit, org: String, registry: PartnerRegistry, originPast: [NodeID: UInt64],
         ownerHistory: (_ record: String, _ named: CommitRef?) throws -> [OwnerChange]
     ) rethrows -> CommitVerdict? {
+        if let verdict = authoriseMembership(commit, org: org, registry: registry) { return verdict }
         if registry.isCoordinator(org: org) { return nil }
         let past = causalPast(of: commit, originPast: originPast)
         let inPast = { (ref: CommitRef) in ref.seq <= (past[ref.origin] ?? 0) }
@@ -167,6 +183,27 @@ public enum CommitRules {
         for (record, changes) in records.sorted(by: { $0.key < $1.key }) {
             if let verdict = try authorise(commit, record: record, changes: changes[...], org: org, inPast: inPast, ownerHistory: ownerHistory) {
                 return verdict
+            }
+        }
+        return nil
+    }
+
+    /// Membership (#12): a node's commits beyond its retirement are withheld; only a coordinator
+    /// organisation changes the partnership, and the set of coordinator organisations is the
+    /// trust root's, so an organisation record cannot claim or drop that role.
+    public static func authoriseMembership(_ commit: Commit, org: String, registry: PartnerRegistry) -> CommitVerdict? {
+        if let after = registry.node(commit.origin)?.retiredAfter, commit.seq > after {
+            return CommitVerdict(.retired, "node \(commit.origin) was retired after its commit \(after)")
+        }
+        for change in commit.changes where Membership.isMembershipRecord(change.record) {
+            guard registry.isCoordinator(org: org) else {
+                return CommitVerdict(.unauthorised, "only a coordinator organisation may change the partnership; org \(org) changed \(change.record.prefix(140))")
+            }
+            if change.field == "coordinator", Membership.kind(ofRecord: change.record) == .organisation {
+                let code = String(change.record.dropFirst(Membership.orgPrefix.count))
+                guard change.value.boolValue == registry.isCoordinator(org: code) else {
+                    return CommitVerdict(.unauthorised, "the coordinator organisations are fixed by the trust root; \(change.record) says coordinator=\(change.value.canonicalString)")
+                }
             }
         }
         return nil

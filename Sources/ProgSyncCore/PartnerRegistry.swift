@@ -11,6 +11,12 @@ public struct PartnerRegistry: Sendable {
         public var publicKey: Curve25519.Signing.PublicKey
         public var certificatePin: String?
         public var address: String?
+        /// The node's last seq that stays valid, once a coordinator retired it: its later commits
+        /// are withheld everywhere, its TLS pin is refused, and no one dials it.
+        public var retiredAfter: UInt64?
+        /// Admitted by a membership record rather than by the bootstrap registry.
+        public var admittedByRecord = false
+        public var isRetired: Bool { retiredAfter != nil }
 
         public init(org: String, publicKey: Curve25519.Signing.PublicKey, name: String? = nil,
                     certificatePin: String? = nil, address: String? = nil) {
@@ -34,6 +40,16 @@ public struct PartnerRegistry: Sendable {
     }
 
     public mutating func add(_ node: Node) { nodes[node.id] = node }
+    public mutating func setOrgName(_ code: String, _ name: String) { orgNames[code] = name }
+    /// Retires a node after `seq`; an earlier retirement stands.
+    public mutating func retire(_ id: NodeID, after seq: UInt64) {
+        guard var node = nodes[id] else { return }
+        node.retiredAfter = min(node.retiredAfter ?? seq, seq)
+        nodes[id] = node
+    }
+
+    /// The nodes not retired: whose certificates the listener accepts and which replicators dial.
+    public var activeNodes: [Node] { nodes.values.filter { !$0.isRetired }.sorted { $0.id < $1.id } }
 
     public func node(_ id: NodeID) -> Node? { nodes[id] }
     public func org(of id: NodeID) -> String? { nodes[id]?.org }

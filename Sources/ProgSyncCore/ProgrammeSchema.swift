@@ -98,10 +98,11 @@ public struct SchemaError: Error, CustomStringConvertible, Sendable, Equatable {
 /// it) and the kind `project`. A commit names the version it was written under; a node judges
 /// it by that version when it knows it, and keeps it for later judgement when it does not
 /// (`CommitRules.schemaGaps`). The evolution rule: a new version only adds fields, kinds and
-/// values; it never refuses what an older version allowed.
+/// values; it never refuses what an older version allowed. Version 3 adds the partnership's own
+/// records (`Membership`: `org:<code>` and `node:<id>`), whose ids it reserves.
 public enum ProgrammeSchema {
     /// The newest version this build knows.
-    public static let current: UInt32 = 2
+    public static let current: UInt32 = 3
     public static let maxValueBytes = 16 * 1024
     public static let maxIDLength = 128
 

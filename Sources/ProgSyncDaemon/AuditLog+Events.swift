@@ -81,6 +81,9 @@ extension AuditLog {
                 if a.name != b.name { detail.append("name \(a.name ?? "-") → \(b.name ?? "-")") }
                 if a.certificatePin != b.certificatePin { detail.append("certificate pin \(a.certificatePin ?? "-") → \(b.certificatePin ?? "-")") }
                 if a.address != b.address { detail.append("address \(a.address ?? "-") → \(b.address ?? "-")") }
+                if a.retiredAfter != b.retiredAfter {
+                    detail.append("retired after \(a.retiredAfter.map(String.init) ?? "-") → \(b.retiredAfter.map(String.init) ?? "-")")
+                }
                 guard !detail.isEmpty else { continue }
                 result = "changed"
             case (nil, nil):

@@ -21,7 +21,8 @@ struct DaemonWebBackend: WebBackend {
     let authors: CommitAuthors
     let events: EventBroadcaster
     let limits: DaemonConfiguration.Limits
-    let peers: [PeerReplicator]
+    let peerSet: PeerSet
+    var peers: [PeerReplicator] { peerSet.replicators }
     let reports: ReconcileReports
 
     func commit(author: String, writes: [FieldWrite], resolving: Bool) async throws -> SignedCommit {
@@ -95,7 +96,7 @@ func addWebApp(_ api: LocalAPI, to router: Router<LocalRequestContext>, services
                _ configuration: DaemonConfiguration, tls: NodeTLSIdentity, logger: Logger) throws {
     let backend = DaemonWebBackend(
         replica: api.replica, org: api.node.org, committer: api.committer, authors: api.authors, events: api.events,
-        limits: api.limits, peers: api.peers, reports: api.reports)
+        limits: api.limits, peerSet: api.peerSet, reports: api.reports)
     let web = try WebApp(backend: backend, configuration: configuration.ui, editorsNeedTOTP: editorsNeedTOTP(configuration.ui), logger: logger)
     WebUsersAPI(replica: api.replica, limits: api.limits, logger: logger, signOut: { web.signOut(user: $0) }).addRoutes(to: router)
     if !configuration.ui.socketPrefix.isEmpty {

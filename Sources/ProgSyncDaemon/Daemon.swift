@@ -83,11 +83,16 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
     // The group stops services in reverse order: the event broadcaster goes first, ending SSE
     // streams and long polls, so the listeners can drain at once.
     var services: [any Service] = []
-    let endpoints = try makePeerEndpoints(configuration, registry: registry!, me: me, logger: logger)
-    let replicators = try endpoints.map { p in
-        try PeerReplicator(peer: p.node, address: p.address, tls: p.tls, replica: replica, events: events, metrics: metrics, audit: audit, logger: logger)
-    }
-    services += replicators as [any Service]
+    // The registry in force: the trust root with the coordinators' membership records.
+    let endpoints = try makePeerEndpoints(configuration, registry: replica.registry, me: me, logger: logger)
+    let peerSet = try PeerSet(
+        initial: endpoints, replica: replica, logger: logger,
+        endpoints: { registry in liveEndpoints(configuration, registry: registry, me: me, logger: logger) },
+        make: { p in
+            try PeerReplicator(peer: p.node, address: p.address, tls: p.tls, replica: replica, events: events, metrics: metrics, audit: audit, logger: logger)
+        })
+    let replicators = peerSet.replicators
+    services.append(peerSet)
     if replica.ownChainCatchUp != nil {
         replica.expectOwnChain(from: Set(replicators.map(\.peer.id)))
         logger.info("restored from a backup: local writes wait until partners give back this node's newer commits",
@@ -104,14 +109,14 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
     }
     let reports = ReconcileReports(directory: configuration.reportsPath, keepDays: configuration.reconcileKeepDays)
     metrics.loadReconciliations(reports)
-    let reconciler = Reconciler(replica: replica, peers: endpoints, reports: reports, audit: audit, logger: logger, metrics: metrics)
+    let reconciler = Reconciler(replica: replica, peers: { peerSet.activeEndpoints }, reports: reports, audit: audit, logger: logger, metrics: metrics)
     services.append(NightlyJobs(reconciler: reconciler, schedule: configuration.reconcileSchedule, reports: reports,
                                 replica: replica, audit: audit, logger: logger))
     let heartbeat = WriterHeartbeat(replica: replica, notifier: notifier, logger: logger)
     services.append(NightlyBackup(replica: replica, schedule: configuration.backupSchedule, folder: configuration.backupFolder,
                                   keep: configuration.backupKeep, logger: logger))
     let api = LocalAPI(replica: replica, node: me, limits: configuration.limits, events: events,
-                       committer: GroupCommitter(replica: replica, metrics: metrics), peers: replicators,
+                       committer: GroupCommitter(replica: replica, metrics: metrics), peerSet: peerSet,
                        reconciler: reconciler, reports: reports, inbound: inbound,
                        authors: CommitAuthors(sharing: configuration.authorShare, replica: replica),
                        health: HealthChecks(heartbeat: heartbeat, readiness: readiness), metrics: metrics, audit: audit)
@@ -121,7 +126,7 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
     router.middlewares.add(JSONErrorMiddleware())
     api.addRoutes(to: router)
     let scrape: @Sendable () -> Response = {
-        metrics.exposition(replica: replica, peers: replicators, dataDirectory: configuration.dataDirectory)
+        metrics.exposition(replica: replica, peers: peerSet.replicators, dataDirectory: configuration.dataDirectory)
     }
     router.get("/metrics") { _, _ in scrape() }
     WriterWedge.addRoute(to: router, replica: replica, logger: logger)
@@ -228,29 +233,56 @@ func makePeerEndpoints(
         }
     }
     for peer in others where dial.contains(peer.id) {
-        guard let address = peer.address else {
+        if peer.isRetired {
+            logger.notice("not dialling a partner a coordinator retired", metadata: ["peer": "\(peer.name ?? peer.id.rawValue)"])
+            continue
+        }
+        guard peer.address != nil else {
             if configuration.peerConnect != nil { throw ConfigurationError("peers.connect names \(peer.name ?? peer.id.rawValue), which has no address in the registry") }
             continue
         }
-        let tls: HTTPClientConfiguration.TLS?
-        if address.hasPrefix("https://") {
-            guard let pin = peer.certificatePin else {
-                logger.warning("peer has an https address but no certificatePin in the registry; not connecting", metadata: ["peer": "\(peer.id)"])
-                continue
-            }
-            tls = peerClientTLS(certificatePath: configuration.tlsCertificatePath, keyPath: configuration.tlsKeyPath, peerPin: pin)
-        } else if address.hasPrefix("http://") {
-            let host = String(address.dropFirst(7).prefix { $0 != "/" })
-            guard configuration.peerPlainHTTP, let parts = try? splitHostPort(host), isLoopback(host: parts.host) else {
-                throw ConfigurationError("peer \(peer.name ?? peer.id.rawValue) has plain http address \(address): allowed only on loopback with peers.plain-http: true")
-            }
-            tls = nil
-        } else {
-            throw ConfigurationError("peer \(peer.name ?? peer.id.rawValue): address must start with https:// (or http:// on loopback)")
-        }
-        out.append(PeerEndpoint(node: peer, address: address, tls: tls))
+        if let endpoint = try makePeerEndpoint(peer, configuration, logger: logger) { out.append(endpoint) }
     }
     return out
+}
+
+/// While running: the partners a coordinator admitted since, with their addresses (only those
+/// `peers.connect` names, when it is set). A partner whose address cannot be used is left out
+/// with a warning, where at start it stops the daemon.
+func liveEndpoints(_ configuration: DaemonConfiguration, registry: PartnerRegistry, me: NodeFiles.StoredIdentity, logger: Logger) -> [PeerEndpoint] {
+    registry.activeNodes.filter { node in
+        node.id != me.identity.id && node.address != nil
+            && (configuration.peerConnect.map { $0.contains(node.id.rawValue) || node.name.map($0.contains) == true } ?? true)
+    }.compactMap { node in
+        do {
+            return try makePeerEndpoint(node, configuration, logger: logger)
+        } catch {
+            logger.warning("cannot dial a partner", metadata: ["peer": "\(node.name ?? node.id.rawValue)", "error": "\(error)"])
+            return nil
+        }
+    }
+}
+
+/// One partner with an address: the TLS settings to call it (nil when it cannot be called).
+func makePeerEndpoint(_ peer: PartnerRegistry.Node, _ configuration: DaemonConfiguration, logger: Logger) throws -> PeerEndpoint? {
+    guard let address = peer.address else { return nil }
+    let tls: HTTPClientConfiguration.TLS?
+    if address.hasPrefix("https://") {
+        guard let pin = peer.certificatePin else {
+            logger.warning("peer has an https address but no certificatePin in the registry; not connecting", metadata: ["peer": "\(peer.id)"])
+            return nil
+        }
+        tls = peerClientTLS(certificatePath: configuration.tlsCertificatePath, keyPath: configuration.tlsKeyPath, peerPin: pin)
+    } else if address.hasPrefix("http://") {
+        let host = String(address.dropFirst(7).prefix { $0 != "/" })
+        guard configuration.peerPlainHTTP, let parts = try? splitHostPort(host), isLoopback(host: parts.host) else {
+            throw ConfigurationError("peer \(peer.name ?? peer.id.rawValue) has plain http address \(address): allowed only on loopback with peers.plain-http: true")
+        }
+        tls = nil
+    } else {
+        throw ConfigurationError("peer \(peer.name ?? peer.id.rawValue): address must start with https:// (or http:// on loopback)")
+    }
+    return PeerEndpoint(node: peer, address: address, tls: tls)
 }
 
 /// The peer listener: mutual TLS with the registry's pins, or plain HTTP on loopback when allowed;
@@ -266,6 +298,7 @@ func makePeerListener(
     router.middlewares.add(MetricsMiddleware())
     router.middlewares.add(JSONErrorMiddleware())
     router.middlewares.add(PeerProtocolMiddleware(me: "partner \(me.name ?? me.org) (\(me.org))"))
+    router.middlewares.add(PeerMembershipMiddleware(replica: replica))
     router.middlewares.add(PeerLoadMiddleware(load: PeerLoad(limits: limits)))
     router.middlewares.add(inbound)
     PeerAPI(replica: replica, node: me, events: events, limits: limits, audit: audit, logger: logger, metrics: metrics).addRoutes(to: router)
@@ -278,7 +311,7 @@ func makePeerListener(
         throw ConfigurationError("peers.plain-http is allowed only on a loopback address, not \(host)")
     }
     let serverTLS = try configuration.peerPlainHTTP ? nil : peerServerTLSConfiguration(identity: tls, allowedPins: {
-        Set(replica.registry.nodes.values.compactMap(\.certificatePin))
+        Set(replica.registry.activeNodes.compactMap(\.certificatePin))
     }, logger: logger).withContext()
     let admission = ConnectionAdmission(maxConnections: limits.maxConnections, maxPerAddress: limits.maxConnectionsPerAddress,
                                         audit: audit, logger: logger)

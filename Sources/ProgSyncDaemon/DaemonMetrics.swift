@@ -194,7 +194,8 @@ public final class DaemonMetrics: Sendable {
             let s = p.status.withLock { $0 }
             let labels = [("peer", s.name), ("peer_org", s.org)]
             let shown = s.shownState(now: now)
-            let state = shown == "up" || shown == "silent" ? shown : "down"
+            // A retired partner is no partner: no state, so no "down" alert for it.
+            let state = shown == "up" || shown == "silent" ? shown : shown == "retired" ? "" : "down"
             for candidate in ["up", "silent", "down"] {
                 gauge("progsync_peer_state", labels + [("state", candidate)], candidate == state ? 1 : 0)
             }

@@ -15,7 +15,8 @@ struct LocalAPI: Sendable, PartnerCommitIntake {
     let limits: DaemonConfiguration.Limits
     let events: EventBroadcaster
     let committer: GroupCommitter
-    let peers: [PeerReplicator]
+    let peerSet: PeerSet
+    var peers: [PeerReplicator] { peerSet.replicators }
     let reconciler: Reconciler
     let reports: ReconcileReports
     let inbound: InboundContact
@@ -50,6 +51,7 @@ struct LocalAPI: Sendable, PartnerCommitIntake {
         router.get("/v1/reconcile/reports/:id") { _, context in try self.report(try context.parameters.require("id")) }
         addHealthRoutes(to: router)
         addAuditRoutes(to: router)
+        addPartnerRoutes(to: router)
         router.post("/v1/backup") { request, _ in try await self.backup(request) }
         router.post("/v1/resume-writes") { _, _ in try self.resumeWrites() }
     }

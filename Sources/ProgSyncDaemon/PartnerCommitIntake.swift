@@ -12,11 +12,13 @@ protocol PartnerCommitIntake {
 extension PartnerCommitIntake {
     /// The one way partners' commits enter the replica, whatever brought them: `work` runs on the
     /// writer's thread, timed for the merge histogram, and its verdicts are judged under
-    /// `channel` (see `judged(_:from:)`). Membership changes will take effect here too.
+    /// `channel` (see `judged(_:from:)`), and a change of the partnership it brought is audited.
     func merge(from channel: String, writing work: @escaping @Sendable (Replica) throws -> ApplyReport) async throws -> ApplyReport {
         let replica = replica
+        let before = replica.registry
         let report = try await metrics.merging(replica) { try await replica.writing(work) }
         judged(report, from: channel)
+        audit.membershipChanged(from: before, to: replica.registry, origin: channel, actor: "progsyncd")
         return report
     }
 

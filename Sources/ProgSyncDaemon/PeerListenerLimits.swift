@@ -2,6 +2,8 @@ import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
 import Logging
+import ProgSyncCore
+import ProgSyncStore
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
@@ -276,5 +278,22 @@ struct PeerLoadMiddleware: RouterMiddleware {
             return pin
         }
         return channel.remoteAddress?.ipAddress ?? "unknown"
+    }
+}
+
+/// The TLS handshake checks a partner's certificate against the partnership when a connection
+/// opens; a connection opened before a coordinator retired its node lives on, so each request
+/// is checked again against the partnership in force.
+struct PeerMembershipMiddleware: RouterMiddleware {
+    typealias Context = PeerRequestContext
+    let replica: Replica
+
+    func handle(_ request: Request, context: PeerRequestContext, next: (Request, PeerRequestContext) async throws -> Response) async throws -> Response {
+        if let channel = context.channel, let certificate = try? await channel.nioSSL_peerCertificate().get(),
+           let pin = try? NodeTLSIdentity.pin(of: certificate),
+           !replica.registry.nodes.values.contains(where: { !$0.isRetired && $0.certificatePin == pin }) {
+            throw APIError(.forbidden, "forbidden", "the certificate \(pin) is no active partner's: its node was retired by a coordinator")
+        }
+        return try await next(request, context)
     }
 }

@@ -27,10 +27,13 @@ struct PeerStatus: Sendable {
     var partnerSchema: UInt32?
     /// The partner's clock minus ours when it last said hello (ms), as its hybrid clock shows it.
     var clockOffsetMilliseconds: Int64?
+    /// A coordinator retired the partner: for good, whatever a request in flight reports after.
+    var retired = false
 
     /// A connection that went quiet (a cut cable answers nothing, not even an error) shows as
     /// `silent` once a long poll should have come back; the request timeout ends it later.
     func shownState(now: UInt64) -> String {
+        if retired { return "retired" }
         if state == .up, let last = lastContact, now > last + UInt64(PeerReplicator.longPollSeconds + 10) * 1000 { return "silent" }
         return state.rawValue
     }
@@ -92,7 +95,11 @@ final class PeerReplicator: Service, Sendable, PartnerCommitIntake {
         status = Mutex(PeerStatus(name: peer.name ?? peer.id.rawValue, node: peer.id, org: peer.org, address: address))
     }
 
-    var isStopping: Bool { stopping.withLock { $0 } }
+    var isStopping: Bool { stopping.withLock { $0 } || status.withLock { $0.retired } }
+
+    /// A coordinator retired this partner: it is no longer dialled, for good (it returns only
+    /// under a new key, as another node).
+    var isRetired: Bool { replica.registry.node(peer.id)?.isRetired ?? false }
 
     func run() async throws {
         // Cancelling on shutdown ends backoff sleeps and aborts a long poll at once.
@@ -101,7 +108,10 @@ final class PeerReplicator: Service, Sendable, PartnerCommitIntake {
                 await withTaskGroup(of: Void.self) { group in
                     group.addTask { await self.pullLoop() }
                     group.addTask { await self.pushLoop() }
+                    group.addTask { await self.watchRetirement() }
                 }
+                // Retired: a service that returns would end the daemon; wait for its shutdown.
+                if !self.stopping.withLock({ $0 }) { try? await Task.sleep(for: .seconds(86_400 * 365)) }
             }
         } onGracefulShutdown: {
             self.stopping.withLock { $0 = true }
@@ -111,6 +121,24 @@ final class PeerReplicator: Service, Sendable, PartnerCommitIntake {
     }
 
     // MARK: Loops
+
+    /// Stops both loops within a second of the membership retiring this partner, a long poll
+    /// in flight included.
+    func watchRetirement() async {
+        while !isStopping && !Task.isCancelled {
+            if isRetired {
+                status.withLock {
+                    $0.retired = true
+                    $0.lastError = "retired by a coordinator: no longer dialled"
+                }
+                logger.notice("partner retired by a coordinator: stopped replicating with it")
+                pull.shutdown()
+                push.shutdown()
+                return
+            }
+            try? await Task.sleep(for: .seconds(1))
+        }
+    }
 
     func pullLoop() async {
         var backoff = Backoff()
@@ -276,6 +304,7 @@ final class PeerReplicator: Service, Sendable, PartnerCommitIntake {
         // TLS 1.3 reports a refused client certificate after the handshake, as a read error.
         let refused = (error as? HTTPClientError).map { $0.code == .tls || $0.message.contains("alert") } ?? false
         let changed = status.withLock { s -> Bool in
+            guard !s.retired else { return false }
             let changed = s.lastError != message
             s.state = refused ? .refused : .backingOff
             s.lastError = message

@@ -78,14 +78,15 @@ struct PeerConnection: Sendable {
 /// vectors agree. Every run writes a report. Runs never overlap: a request during a run joins it.
 actor Reconciler: PartnerCommitIntake {
     let replica: Replica
-    let peers: [PeerEndpoint]
+    /// The partners to reconcile with, as the partnership stands at each run.
+    let peers: @Sendable () -> [PeerEndpoint]
     let reports: ReconcileReports
     let audit: AuditLog
     let logger: Logger
     let metrics: DaemonMetrics
     private var running: Task<JSONValue, Never>?
 
-    init(replica: Replica, peers: [PeerEndpoint], reports: ReconcileReports, audit: AuditLog, logger: Logger,
+    init(replica: Replica, peers: @escaping @Sendable () -> [PeerEndpoint], reports: ReconcileReports, audit: AuditLog, logger: Logger,
          metrics: DaemonMetrics = DaemonMetrics()) {
         self.replica = replica
         self.metrics = metrics
@@ -114,7 +115,8 @@ actor Reconciler: PartnerCommitIntake {
         let t0 = clock.now
         logger.info("reconciliation started", metadata: ["trigger": "\(trigger)"])
         var reasons: [String] = []
-        let chosen = peers.filter { only == nil || $0.node.id == only }
+        let partners = peers()
+        let chosen = partners.filter { only == nil || $0.node.id == only }
         var connections: [NodeID: PeerConnection] = [:]
         defer { for c in connections.values { c.shutdown() } }
         for p in chosen { connections[p.node.id] = try? p.connect() }
@@ -204,7 +206,7 @@ actor Reconciler: PartnerCommitIntake {
             }
             outcomes.append(outcome)
         }
-        if peers.isEmpty { reasons.append("no partner with an address in the registry: nothing to compare with") }
+        if partners.isEmpty { reasons.append("no partner with an address in the registry: nothing to compare with") }
 
         let counts = try? replica.attentionCounts()
         let finished = Replica.wallClockMilliseconds()

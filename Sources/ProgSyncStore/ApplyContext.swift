@@ -15,6 +15,8 @@ struct ApplyContext {
     var dirtyBuckets = [UInt64](repeating: 0, count: ReplicaDigest.bucketCount / 64)
     var dirtyHeads = Set<NodeID>()
     var clockMoved = false
+    /// The registry in force changed in this transaction (a membership record was merged).
+    var membershipChanged = false
     var releasedFromClockGuard = Set<[UInt8]>()
     /// Origins whose held or refused rows grew in this transaction: checked against the limits.
     var heldOrigins = Set<String>()
@@ -347,7 +349,8 @@ struct ApplyContext {
         insert.bind(5, blob: c.hash)
         insert.bind(6, blob: c.canonicalBytes)
         insert.bind(7, blob: c.signature)
-        insert.bind(8, verdict == nil ? 0 : 1)
+        // 1: refused for good; 2: withheld beyond its node's retirement, judged again when that moves.
+        insert.bind(8, verdict.map { $0.reason == .retired ? 2 : 1 } ?? 0)
         try insert.run()
         let lsn = db.lastInsertedRowID
         report.stored(lsn: lsn)
@@ -386,6 +389,7 @@ struct ApplyContext {
         }
         report.changesMerged += changes.count
         if commit.schema > replica.configuration.schemaVersion { try keepForNewerSchema(commit, lsn: lsn) }
+        if changes.contains(where: { Membership.isMembershipRecord($0.record) }) { try refreshMembership() }
     }
 
     /// A commit written under a schema this node does not know is merged like any other (the

@@ -472,31 +472,7 @@ extension Replica {
     /// - any other bucket's sum follows the rows written (the tables now match the log).
     /// A field's frontier is `MergeRule.frontier` of its versions, as incremental merging gives.
     public func rebuild(buckets: Set<Int> = [], records: Set<String> = [], divergence: [Int: BucketSum] = [:]) throws -> RebuildReport {
-        try write { ctx in
-            var work = RecordRebuild(db: ctx.db)
-            try work.rebuild(records)
-            var whole = buckets
-            for (bucket, difference) in divergence where difference + (work.delta[bucket] ?? .zero) != .zero { whole.insert(bucket) }
-            if !whole.isEmpty {
-                try work.rebuild(try Self.recordIDs(inBuckets: whole, ctx.db))
-            }
-            work.report.bucketsRebuiltWhole = whole.count
-            for bucket in whole {
-                let truth = work.truth[bucket] ?? .zero
-                if (work.before[bucket] ?? .zero) + (work.delta[bucket] ?? .zero) != truth { work.report.bucketsStillDiffering += 1 }
-                if ctx.state.buckets[bucket] != truth {
-                    ctx.state.buckets[bucket] = truth
-                    ctx.markDirty(bucket)
-                }
-            }
-            for (bucket, delta) in work.delta where delta != .zero && !whole.contains(bucket) && divergence[bucket] == nil {
-                ctx.state.buckets[bucket] = ctx.state.buckets[bucket] + delta
-                ctx.markDirty(bucket)
-            }
-            work.phase("digest")
-            work.report.examples.sort()
-            return work.report
-        }
+        try write { ctx in try ctx.rebuild(buckets: buckets, records: records, divergence: divergence) }
     }
 
     /// Every record with a row or a commit in `buckets`: one pass over record ids (keys only).
@@ -720,5 +696,34 @@ struct RecordRebuild {
         } else {
             report.conflictsRepaired += 1
         }
+    }
+}
+
+extension ApplyContext {
+    /// `Replica.rebuild` inside this transaction: also what a retirement that moved runs.
+    mutating func rebuild(buckets: Set<Int>, records: Set<String>, divergence: [Int: BucketSum]) throws -> RebuildReport {
+        var work = RecordRebuild(db: db)
+        try work.rebuild(records)
+        var whole = buckets
+        for (bucket, difference) in divergence where difference + (work.delta[bucket] ?? .zero) != .zero { whole.insert(bucket) }
+        if !whole.isEmpty {
+            try work.rebuild(try Replica.recordIDs(inBuckets: whole, db))
+        }
+        work.report.bucketsRebuiltWhole = whole.count
+        for bucket in whole {
+            let truth = work.truth[bucket] ?? .zero
+            if (work.before[bucket] ?? .zero) + (work.delta[bucket] ?? .zero) != truth { work.report.bucketsStillDiffering += 1 }
+            if state.buckets[bucket] != truth {
+                state.buckets[bucket] = truth
+                markDirty(bucket)
+            }
+        }
+        for (bucket, delta) in work.delta where delta != .zero && !whole.contains(bucket) && divergence[bucket] == nil {
+            state.buckets[bucket] = state.buckets[bucket] + delta
+            markDirty(bucket)
+        }
+        work.phase("digest")
+        work.report.examples.sort()
+        return work.report
     }
 }

@@ -161,6 +161,9 @@ public final class Replica: Sendable {
         var heads: [NodeID: Head]
         var buckets: [BucketSum]
         var clock: HybridLogicalClock
+        /// The registry this node was bootstrapped with (`registry.json`): its trust root.
+        var trustRoot: PartnerRegistry
+        /// The registry in force: the trust root with the membership records applied.
         var registry: PartnerRegistry
         /// The newest arrival in the commit log: the changes feed's end.
         var lastLSN: Int64
@@ -257,7 +260,8 @@ public final class Replica: Sendable {
                 }
                 pasts[id] = past
             }
-            return State(heads: heads, buckets: buckets, clock: clock, registry: configuration.registry, lastLSN: lastLSN, pasts: pasts)
+            return State(heads: heads, buckets: buckets, clock: clock, trustRoot: configuration.registry,
+                         registry: try Self.membershipRegistry(db, trustRoot: configuration.registry), lastLSN: lastLSN, pasts: pasts)
         }
         state = Mutex(loaded)
         try judgeNewerSchemaAgain()
@@ -316,6 +320,8 @@ public final class Replica: Sendable {
                         results[i] = .failure(error)
                     }
                 }
+                // A coordinator's admission applies a new node's held commits at once.
+                if ctx.membershipChanged { try ctx.retryHeld() }
             }
         } catch {
             for i in group.indices {
@@ -379,9 +385,13 @@ public final class Replica: Sendable {
         }
     }
 
+    /// A new trust root (the bootstrap registry); the membership records still apply on top.
     public func updateRegistry(_ registry: PartnerRegistry) throws {
-        pool.writeWithoutTransaction { _ in state.withLock { $0.registry = registry } }
-        try retryHeld()
+        try write { ctx in
+            ctx.state.trustRoot = registry
+            try ctx.refreshMembership()
+            try ctx.retryHeld()
+        }
     }
 
     public var registry: PartnerRegistry { state.withLock { $0.registry } }

@@ -128,7 +128,11 @@ struct Restore: AsyncParsableCommand {
 struct Init: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create a node identity and print what partners need to list it in their registry.",
-        discussion: "Example: progsyncd init --data-dir /var/lib/progsync --org politie --name politie-utrecht")
+        discussion: """
+            Example: progsyncd init --data-dir /var/lib/progsync --org politie --name politie-utrecht \\
+                       --address https://progsync.politie.example:7441 --request politie-utrecht.join.json
+            A coordinator admits the node with `progsync partners add politie-utrecht.join.json`.
+            """)
 
     @Option(name: .long, help: "Data folder for the new node.")
     var dataDir: String = ProcessInfo.processInfo.environment["PROGSYNC_DATA"] ?? "./progsync-data"
@@ -139,8 +143,17 @@ struct Init: ParsableCommand {
     @Option(name: .long, help: "A name for this node, shown to partners.")
     var name: String?
 
+    @Option(name: .long, help: "Where partners reach this node's peer listener, e.g. https://progsync.politie.example:7441 (none: it only dials out).")
+    var address: String?
+
+    @Option(name: .long, help: "Also write the join request a coordinator admits with `progsync partners add FILE`.")
+    var request: String?
+
     func validate() throws {
         guard ProgrammeSchema.isValidOrgCode(org) else { throw ValidationError("--org must be a lower-case code like politie ([a-z0-9-])") }
+        if let address, !(address.hasPrefix("https://") || address.hasPrefix("http://")) || address.contains(where: \.isWhitespace) || address.utf8.count > 500 {
+            throw ValidationError("--address must be an https:// address, e.g. https://progsync.politie.example:7441")
+        }
     }
 
     func run() throws {
@@ -156,6 +169,20 @@ struct Init: ParsableCommand {
             FileHandle.standardError.write(Data("progsyncd: \(error)\n".utf8))
             throw ExitCode(1)
         }
+        var joinRequest: [String: JSONValue] = [
+            "progsyncJoinRequest": 1, "node": .string(node.identity.id.rawValue), "org": .string(node.org),
+            "name": .string(node.name ?? node.identity.id.rawValue), "publicKey": .string(node.identity.publicKeyBase64),
+            "certificatePin": .string(tls.pin),
+        ]
+        if let address { joinRequest["address"] = .string(address) }
+        if let request {
+            do {
+                try (JSONValue.object(joinRequest).prettyString() + "\n").write(toFile: request, atomically: true, encoding: .utf8)
+            } catch {
+                FileHandle.standardError.write(Data("progsyncd: cannot write the join request \(request): \(error.localizedDescription)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
         print("""
             node:        \(node.identity.id)
             org:         \(node.org)
@@ -164,6 +191,7 @@ struct Init: ParsableCommand {
             certificate: \(tls.pin)
             identity:    \(dataDir)/identity.json, \(dataDir)/tls-key.pem (keep them private)
 
+            \(request.map { "join request: \($0) (a coordinator admits it: progsync partners add \($0))\n" } ?? "")
             Registry entry for partners (add "address": "https://HOST:PORT" if partners can reach it):
             \(JSONValue.object(["id": .string(node.identity.id.rawValue), "name": .string(node.name ?? node.identity.id.rawValue), "publicKey": .string(node.identity.publicKeyBase64), "certificatePin": .string(tls.pin)]).prettyString())
             """)

@@ -35,8 +35,8 @@ struct OpenAPITests {
         let reports = ReconcileReports(directory: FileManager.default.temporaryDirectory.path, keepDays: 1)
         let api = LocalAPI(
             replica: replica, node: NodeFiles.StoredIdentity(identity: identity, org: "jenv", name: nil), limits: .init(), events: events,
-            committer: GroupCommitter(replica: replica), peers: [],
-            reconciler: Reconciler(replica: replica, peers: [], reports: reports, audit: audit, logger: Logger(label: "openapi-test")),
+            committer: GroupCommitter(replica: replica), peerSet: PeerSet(),
+            reconciler: Reconciler(replica: replica, peers: { [] }, reports: reports, audit: audit, logger: Logger(label: "openapi-test")),
             reports: reports, inbound: InboundContact(), authors: CommitAuthors(sharing: .pseudonym, replica: replica), audit: audit)
         let router = Router(context: LocalRequestContext.self)
         api.addRoutes(to: router)

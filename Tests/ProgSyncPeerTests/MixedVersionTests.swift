@@ -29,12 +29,12 @@ import Testing
         _ = try await net.waitForAgreement(timeout: 30)
         let quarantine = try await net.request("politie", "GET", "/v1/quarantine").1
         let waiting = quarantine["newerSchema"]?.arrayValue ?? []
-        #expect(waiting.count == 2 && waiting.allSatisfy { $0["needsSchema"] == 2 && $0["reason"] == "newer-schema" }, "\(quarantine)")
+        #expect(waiting.count == 2 && waiting.allSatisfy { $0["needsSchema"]?.intValue == Int64(ProgrammeSchema.current) && $0["reason"] == "newer-schema" }, "\(quarantine)")
         let politieStatus = try await net.request("politie", "GET", "/v1/status").1
         #expect(politieStatus["versions"]?["schema"] == 1, "\(politieStatus)")
         let notes = politieStatus["versions"]?["notes"]?.arrayValue?.compactMap(\.stringValue) ?? []
-        #expect(notes.contains("2 commits wait for schema 2; upgrade progsync on this node"), "\(notes)")
-        #expect(notes.contains { $0.contains("partner jenv is ahead: schema 2") }, "\(notes)")
+        #expect(notes.contains("2 commits wait for schema \(ProgrammeSchema.current); upgrade progsync on this node"), "\(notes)")
+        #expect(notes.contains { $0.contains("partner jenv is ahead: schema \(ProgrammeSchema.current)") }, "\(notes)")
         let jenvNotes = try await net.request("jenv", "GET", "/v1/status").1["versions"]?["notes"]?.arrayValue?.compactMap(\.stringValue) ?? []
         #expect(jenvNotes.contains { $0.contains("partner politie is behind: schema 1") }, "\(jenvNotes)")
         let peers = try await net.request("jenv", "GET", "/v1/peers").1["peers"]?.arrayValue ?? []
@@ -54,7 +54,7 @@ import Testing
         let upgraded = try await net.request("politie", "GET", "/v1/quarantine").1
         #expect(upgraded["newerSchema"]?.arrayValue?.isEmpty == true, "\(upgraded)")
         let after = try await net.request("politie", "GET", "/v1/status").1
-        #expect(after["versions"]?["schema"] == 2 && after["rejected"] == 0, "\(after)")
+        #expect(after["versions"]?["schema"]?.intValue == Int64(ProgrammeSchema.current) && after["rejected"] == 0, "\(after)")
         _ = try await net.waitForAgreement(timeout: 30)
     }
 

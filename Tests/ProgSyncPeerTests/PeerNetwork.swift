@@ -35,6 +35,8 @@ final class PeerNetwork: @unchecked Sendable {
     var order: [String] = []
     /// node name → names of the peers it connects to (nil: all others).
     var links: [String: Set<String>] = [:]
+    /// Nodes in no registry but their own: they join through a coordinator's admission.
+    var outsiders: Set<String> = []
 
     static func locate(_ name: String) -> String {
         let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
@@ -72,7 +74,7 @@ final class PeerNetwork: @unchecked Sendable {
     func registry(for name: String, coordinators: [String] = ["jenv"]) -> JSONValue {
         let linked = links[name] ?? Set(order).subtracting([name])
         var orgs: [String: [JSONValue]] = [:]
-        for n in order.map({ nodes[$0]! }) {
+        for n in order.map({ nodes[$0]! }) where !outsiders.contains(n.name) || n.name == name {
             var entry: [String: JSONValue] = [
                 "id": .string(n.id), "name": .string(n.name), "publicKey": .string(n.publicKey), "certificatePin": .string(n.pin),
             ]

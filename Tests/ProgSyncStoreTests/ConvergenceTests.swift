@@ -18,7 +18,7 @@ import Testing
     static let fields = ["status", "title", "explanation", "deleted"]
 
     @Test func randomHistoriesConvergeInAnyDeliveryOrder() throws {
-        var stats = (conflicts: 0, held: 0, commits: 0, refused: 0)
+        var stats = (conflicts: 0, held: 0, commits: 0, refused: 0, withheld: 0)
         for i in 0..<Self.cases {
             let seed = Self.baseSeed &+ UInt64(i)
             let result = try Self.runCase(seed: seed)
@@ -26,6 +26,7 @@ import Testing
             stats.held += result.held
             stats.commits += result.commits
             stats.refused += result.refused
+            stats.withheld += result.withheld
             if !result.ok {
                 Issue.record("convergence failed; replay with PROGSYNC_SEED=\(seed) PROGSYNC_PROPERTY_CASES=1: \(result.why)")
                 return
@@ -35,7 +36,8 @@ import Testing
         #expect(stats.conflicts > Self.cases / 10, "too few conflicts generated: \(stats)")
         #expect(stats.held > Self.cases / 10, "too few out-of-order deliveries: \(stats)")
         #expect(stats.refused > Self.cases / 10, "too few hostile commits generated: \(stats)")
-        print("convergence: \(Self.cases) cases from seed \(Self.baseSeed), \(stats.commits) commits, \(stats.conflicts) conflicted fields, \(stats.held) commits held on the way, \(stats.refused) hostile commits refused")
+        #expect(stats.withheld > Self.cases / 20, "too few commits withheld by a retirement: \(stats)")
+        print("convergence: \(Self.cases) cases from seed \(Self.baseSeed), \(stats.commits) commits, \(stats.conflicts) conflicted fields, \(stats.held) commits held on the way, \(stats.refused) hostile commits refused, \(stats.withheld) withheld by a retirement")
     }
 
     struct CaseResult {
@@ -45,6 +47,7 @@ import Testing
         var held = 0
         var commits = 0
         var refused = 0
+        var withheld = 0
     }
 
     static func value(for field: String, _ rng: inout SeededRandom) -> JSONValue {
@@ -101,9 +104,17 @@ import Testing
         try mallory.sign([Change(record: "r4", field: "title", value: "m", supersedes: [setup.ref])], ownerRefs: ["r4": setup.ref],
                          stamp: Stamp(milliseconds: network.clock.now, counter: 1), refuse: false)
 
+        // A node outside the registry (#12): its commits wait until the coordinator admits it, and
+        // a retirement may withhold those beyond a seq, whatever order they were delivered in.
+        var newcomer = try Newcomer(network: network)
+
         var created = 0
         for _ in 0..<Int.random(in: 6...24, using: &rng) {
             network.clock.advance(UInt64.random(in: 0...3, using: &rng))
+            if Double.random(in: 0..<1, using: &rng) < 0.25 {
+                try newcomer.move(coordinator: generators[0], &rng)
+                continue
+            }
             let i = Int.random(in: 0..<originCount, using: &rng)
             let node = generators[i]
             let roll = Double.random(in: 0..<1, using: &rng)
@@ -155,14 +166,16 @@ import Testing
             }
         }
 
+        if !newcomer.admitted { try newcomer.admit(by: generators[0]) }
         // Everything any origin made, then delivered to observers in random orders.
-        var everything: [SignedCommit] = mallory.commits
+        var everything: [SignedCommit] = mallory.commits + (try newcomer.ownCommits())
+        let refused = mallory.refused.union(try newcomer.withheld())
         for (i, g) in generators.enumerated() {
             everything += try allCommits(g).filter { $0.commit.origin == network.identities[nodes[i].name]!.id }
         }
         var result = CaseResult()
         result.commits = everything.count
-        let reference = expectedState(everything, refused: mallory.refused)
+        let reference = expectedState(everything, refused: refused)
         var snapshots: [ReplicaSnapshot] = []
         for o in 0..<3 {
             var delivery = everything
@@ -192,9 +205,9 @@ import Testing
                 return result
             }
             let rejected = Set(try observer.rejectedCommits().map(\.ref))
-            if rejected != mallory.refused {
+            if rejected != refused {
                 result.ok = false
-                result.why = "observer \(o) refused \(rejected.sorted()), expected \(mallory.refused.sorted()): \(try observer.rejectedCommits().map(\.detail))"
+                result.why = "observer \(o) refused \(rejected.sorted()), expected \(refused.sorted()): \(try observer.rejectedCommits().map(\.detail))"
                 return result
             }
             if try observer.recomputeDigestBuckets() != observer.digestBuckets {
@@ -222,7 +235,72 @@ import Testing
         }
         result.conflicts = snapshots[0].conflicts.count
         result.refused = mallory.refused.count
+        result.withheld = refused.count - mallory.refused.count
         return result
+    }
+
+    /// A node of comensha that no registry lists: it creates and edits its own records; the
+    /// coordinator admits it, may edit its records, and may retire it after some seq.
+    struct Newcomer {
+        let identity = NodeIdentity()
+        let replica: Replica
+        var records: [String] = []
+        var admitted = false
+        var retiredAfter: UInt64?
+        var record: String { Membership.recordID(node: identity.id) }
+
+        init(network: TestNetwork) throws {
+            var registry = network.registry
+            registry.add(PartnerRegistry.Node(org: "comensha", publicKey: identity.publicKey, name: "newcomer"))
+            let clock = network.clock
+            replica = try Replica(configuration: ReplicaConfiguration(
+                path: ":memory:", identity: identity, org: "comensha", registry: registry, now: { clock.now }))
+        }
+
+        func ownCommits() throws -> [SignedCommit] { try allCommits(replica).filter { $0.commit.origin == identity.id } }
+        func withheld() throws -> Set<CommitRef> {
+            guard let after = retiredAfter else { return [] }
+            return Set(try ownCommits().map(\.ref).filter { $0.seq > after })
+        }
+
+        mutating func admit(by coordinator: Replica) throws {
+            try coordinator.commitLocal(author: "coordinator", writes: [
+                FieldWrite(record: record, field: "kind", value: "node"), FieldWrite(record: record, field: "org", value: "comensha"),
+                FieldWrite(record: record, field: "publicKey", value: .string(identity.publicKeyBase64)),
+            ])
+            admitted = true
+        }
+
+        mutating func move(coordinator: Replica, _ rng: inout SeededRandom) throws {
+            let roll = Double.random(in: 0..<1, using: &rng)
+            switch roll {
+            case ..<0.3 where !admitted:
+                try admit(by: coordinator)
+            case ..<0.5 where admitted && retiredAfter == nil:
+                let cut = UInt64.random(in: 0...(replica.versionVector[identity.id] ?? 0), using: &rng)
+                try coordinator.commitLocal(author: "coordinator", writes: [FieldWrite(record: record, field: "retiredAfter", value: .int(Int64(cut)))])
+                retiredAfter = cut
+            case ..<0.65 where !records.isEmpty:
+                // The coordinator edits a record of the newcomer's that it holds.
+                try coordinator.apply(try ownCommits())
+                let target = records.randomElement(using: &rng)!
+                if try !coordinator.fields(ofRecord: target).isEmpty {
+                    try coordinator.commitLocal(author: "coordinator", writes: [FieldWrite(record: target, field: "title", value: value(for: "title", &rng))])
+                }
+            default:
+                if records.isEmpty || Bool.random(using: &rng) {
+                    let target = "nc\(records.count)"
+                    records.append(target)
+                    try replica.commitLocal(author: "nc", writes: [
+                        FieldWrite(record: target, field: "owner", value: "comensha"), FieldWrite(record: target, field: "title", value: "n"),
+                    ])
+                } else {
+                    try replica.commitLocal(author: "nc", writes: [
+                        FieldWrite(record: records.randomElement(using: &rng)!, field: "title", value: value(for: "title", &rng)),
+                    ])
+                }
+            }
+        }
     }
 
     /// An operator releases what waits for its clock (and what waits behind it).

@@ -1,0 +1,152 @@
+import ArgumentParser
+import Foundation
+import ProgSyncCore
+
+struct PartnersCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "partners",
+        abstract: "The partnership: organisations and their nodes, admitted and retired by a coordinator.",
+        discussion: """
+            The partnership is replicated data: a coordinator organisation's node admits, removes and
+            revokes nodes with signed commits, and every node follows. The nodes of the registry a node
+            was set up with (registry.json) are its trust root.
+
+            Examples:
+              progsync partners list
+              progsync partners add request.json          # a join request written by progsyncd init
+              progsync partners remove politie-laptop-3   # its past commits stay valid
+              progsync partners revoke politie-laptop-3 --after 41   # a stolen key: its commits after 41 are undone
+              progsync partners log
+            """,
+        subcommands: [List.self, Show.self, Add.self, Remove.self, Revoke.self, Log.self],
+        defaultSubcommand: List.self
+    )
+}
+
+extension PartnersCommand {
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "Every organisation and node, and whether it is active.")
+        @OptionGroup var options: GlobalOptions
+
+        func run() async throws {
+            let answer = try await options.api().get("/v1/partners")
+            if options.json { return Console.outLine(answer.prettyString()) }
+            var lines = ["org           node              name                    state     commits  admitted by"]
+            for org in answer["orgs"]?.arrayValue ?? [] {
+                let code = org["code"]?.stringValue ?? "?"
+                let nodes = org["nodes"]?.arrayValue ?? []
+                if nodes.isEmpty { lines.append("\(pad(code, 13)) (no nodes)") }
+                for node in nodes {
+                    var state = node["state"]?.stringValue ?? "?"
+                    if let after = node["retiredAfter"]?.intValue { state += " after \(after)" }
+                    let mark = node["self"]?.boolValue == true ? " (this node)" : ""
+                    lines.append("\(pad(code + (org["coordinator"]?.boolValue == true ? "*" : ""), 13)) \(pad(node["id"]?.stringValue ?? "?", 17)) "
+                        + "\(pad(node["name"]?.stringValue ?? "-", 23)) \(pad(state, 9)) \(pad(String(node["held"]?.intValue ?? 0), 8)) "
+                        + "\(node["admittedBy"]?.stringValue ?? "?")\(mark)")
+                }
+            }
+            lines.append("* coordinator organisation")
+            Console.outLine(lines.joined(separator: "\n"))
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "One node: key, certificate pin, address, state.")
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The node's id or name.") var node: String
+
+        func run() async throws {
+            let answer = try await options.api().get("/v1/partners/" + URLQuery.escape(node))
+            if options.json { return Console.outLine(answer.prettyString()) }
+            var lines: [String] = []
+            for key in ["id", "name", "org", "state", "retiredAfter", "coordinator", "admittedBy", "held", "publicKey", "certificatePin", "address"] {
+                guard let value = answer[key], value != .null else { continue }
+                lines.append("\(pad(key + ":", 16)) \(value.stringValue ?? value.canonicalString)")
+            }
+            Console.outLine(lines.joined(separator: "\n"))
+        }
+    }
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "add", abstract: "Admit a node from its join request (coordinators only).",
+            discussion: "The request is the JSON file `progsyncd init --request FILE` writes on the new node.")
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The join request file (- for stdin).") var request: String
+
+        func run() async throws {
+            let bytes = try Files.read(request)
+            let body: JSONValue
+            do { body = try JSONParser.parse(bytes) } catch { throw CLIError.failure("\(request) is not a join request: \(error)") }
+            let answer = try await options.api().send("POST", "/v1/partners", body: body)
+            if options.json { return Console.outLine(answer.prettyString()) }
+            let node = answer["node"] ?? .null
+            Console.outLine("admitted \(node["id"]?.stringValue ?? "?") (\(node["name"]?.stringValue ?? "-"), org \(node["org"]?.stringValue ?? "?")) in commit \(answer["commit"]?.stringValue ?? "?")")
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "remove", abstract: "Retire a node: its commits so far stay valid, later ones are refused everywhere (coordinators only).")
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The node's id or name.") var node: String
+
+        func run() async throws {
+            let answer = try await options.api().send("POST", "/v1/partners/\(URLQuery.escape(node))/remove")
+            if options.json { return Console.outLine(answer.prettyString()) }
+            Console.outLine(PartnersCommand.retired(answer))
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "revoke", abstract: "Retire a node after SEQ (a stolen key): its later commits are undone on every node.")
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The node's id or name.") var node: String
+        @Option(help: "The node's last commit that stays valid.") var after: Int64
+
+        func validate() throws {
+            guard after >= 0 else { throw ValidationError("--after must be a commit number ≥ 0") }
+        }
+
+        func run() async throws {
+            let answer = try await options.api().send("POST", "/v1/partners/\(URLQuery.escape(node))/revoke", body: .object(["after": .int(after)]))
+            if options.json { return Console.outLine(answer.prettyString()) }
+            Console.outLine(PartnersCommand.retired(answer))
+        }
+    }
+
+    struct Log: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "log", abstract: "Every change of the partnership: which coordinator node, who, when.")
+        @OptionGroup var options: GlobalOptions
+
+        func run() async throws {
+            let answer = try await options.api().get("/v1/partners/log")
+            if options.json { return Console.outLine(answer.prettyString()) }
+            var lines: [String] = []
+            for entry in answer["log"]?.arrayValue ?? [] {
+                let changes = (entry["changes"]?.arrayValue ?? []).map {
+                    "\($0["record"]?.stringValue ?? "?").\($0["field"]?.stringValue ?? "?")=\(($0["value"] ?? .null).canonicalString.prefix(60))"
+                }
+                lines.append("\(entry["time"]?.stringValue ?? "?")  \(entry["commit"]?.stringValue ?? "?") (\(entry["org"]?.stringValue ?? "?"), \(entry["author"]?.stringValue ?? "?"))")
+                lines += changes.map { "    " + $0 }
+            }
+            Console.outLine(lines.isEmpty ? "no membership changes yet: the partnership is the trust root (registry.json)" : lines.joined(separator: "\n"))
+        }
+    }
+
+    static func retired(_ answer: JSONValue) -> String {
+        let node = answer["node"] ?? .null
+        let withheld = answer["withheld"]?.arrayValue ?? []
+        var lines = ["retired \(node["id"]?.stringValue ?? "?") (\(node["name"]?.stringValue ?? "-")) after its commit \(node["retiredAfter"]?.intValue ?? 0) in commit \(answer["commit"]?.stringValue ?? "?")"]
+        if withheld.isEmpty {
+            lines.append("nothing it signed was undone here")
+        } else {
+            lines.append("undone here (re-enter what should stay): \(withheld.count) commits")
+            lines += withheld.prefix(20).map { "    \($0["commit"]?.stringValue ?? "?")" }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+private func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s : s + String(repeating: " ", count: width - s.count) }

@@ -1,0 +1,101 @@
+import Foundation
+import ProgSyncCore
+import Testing
+
+/// Membership as signed data (#12) on real daemons over mutual TLS: a node outside every
+/// registry is admitted by the coordinator's `progsync partners add`, the admission travels a
+/// relay chain, the listener takes the new pin without a restart, and `partners remove` retires
+/// the node everywhere: its TLS is refused live and a relayed bundle cannot bring it back.
+@Suite(.serialized) struct MembershipPeerTests {
+    static let progsync = PeerNetwork.locate("progsync")
+
+    func cli(_ net: PeerNetwork, _ node: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        try PeerNetwork.run(Self.progsync, arguments + ["--socket", net.nodes[node]!.socket])
+    }
+
+    func partner(_ net: PeerNetwork, on node: String, _ id: String) async throws -> JSONValue? {
+        let (status, body) = try await net.request(node, "GET", "/v1/partners/\(id)")
+        return status == 200 ? body : nil
+    }
+
+    @Test func aCoordinatorAdmitsAndRetiresANodeAndEveryNodeFollows() async throws {
+        let net = try PeerNetwork([("jenv", "jenv"), ("politie", "politie"), ("comensha", "comensha"), ("laptop", "politie")])
+        defer { net.tearDown() }
+        net.outsiders = ["laptop"]
+        // A chain: jenv — politie — comensha; the laptop dials the coordinator only.
+        net.links = ["jenv": ["politie"], "politie": ["jenv", "comensha"], "comensha": ["politie"], "laptop": ["jenv"]]
+        for name in ["jenv", "politie", "comensha", "laptop"] { try net.start(name, sample: name == "jenv") }
+        _ = try await net.waitForAgreement(["jenv", "politie", "comensha"], timeout: 30)
+        let laptop = net.nodes["laptop"]!
+
+        // Outside the partnership, the laptop's work reaches no one; carried by hand it is held.
+        let (created, _) = try await net.request("laptop", "PUT", "/v1/records/lap.1",
+                                                 ["kind": "activity", "result": "al1.r01", "number": 950, "title": "Veldwerk", "owner": "politie"])
+        #expect(created == 201)
+        let bundle = net.root + "/laptop.bundle"
+        #expect(try cli(net, "laptop", ["bundle", "export", "--all", "-o", bundle]).status == 0)
+        let imported = try cli(net, "comensha", ["bundle", "import", bundle])
+        #expect(imported.status == 0 && imported.output.contains("1 held"), "\(imported.output)")
+        #expect(try await net.request("comensha", "GET", "/v1/records/lap.1").0 == 404)
+
+        // Not a coordinator: politie may not admit anyone.
+        let request = net.root + "/laptop-request.json"
+        try JSONValue.object([
+            "progsyncJoinRequest": 1, "node": .string(laptop.id), "org": "politie", "name": "laptop",
+            "publicKey": .string(laptop.publicKey), "certificatePin": .string(laptop.pin), "address": .string("https://\(laptop.host):\(laptop.port)"),
+        ]).prettyString().write(toFile: request, atomically: true, encoding: .utf8)
+        let refused = try cli(net, "politie", ["partners", "add", request])
+        #expect(refused.status != 0 && refused.output.contains("only a coordinator"), "\(refused.output)")
+
+        // The coordinator admits it: every node follows, the held commit applies by itself, and
+        // jenv's listener takes the laptop's certificate without a restart.
+        let added = try cli(net, "jenv", ["partners", "add", request])
+        #expect(added.status == 0 && added.output.contains("admitted \(laptop.id)"), "\(added.output)")
+        for node in ["politie", "comensha"] {
+            #expect(try await eventually(15) { try await partner(net, on: node, laptop.id)?["state"] == "active" }, "\(node) admits the laptop")
+        }
+        #expect(try await eventually(15) {
+            try await net.request("comensha", "GET", "/v1/records/lap.1").1["fields"]?["title"] == "Veldwerk"
+        }, "the commit held on comensha applied once the admission arrived")
+        #expect(try await eventually(30) {
+            try await net.request("jenv", "GET", "/v1/records/lap.1").1["fields"]?["title"] == "Veldwerk"
+        }, "the laptop got through to jenv once admitted: \(net.log("laptop").suffix(1500))")
+        // The admission carried the laptop's address: the others dial it too, without a restart.
+        func peerState(_ node: String) async throws -> String? {
+            try await net.request(node, "GET", "/v1/peers").1["peers"]?.arrayValue?.first { $0["node"]?.stringValue == laptop.id }?["state"]?.stringValue
+        }
+        for node in ["jenv", "comensha"] {
+            let dialled = try await eventually(15) { try await peerState(node) == "up" }
+            let seen = try await net.request(node, "GET", "/v1/peers").1
+            #expect(dialled, "\(node) dials the admitted laptop: \(seen)")
+        }
+        let log = try cli(net, "jenv", ["partners", "log"])
+        #expect(log.status == 0 && log.output.contains("node:\(laptop.id).publicKey"), "\(log.output)")
+
+        // Removed: its past stays, its TLS is refused at once, its later work is refused everywhere.
+        let removed = try cli(net, "jenv", ["partners", "remove", "laptop"])
+        #expect(removed.status == 0 && removed.output.contains("retired \(laptop.id)"), "\(removed.output)")
+        for node in ["politie", "comensha"] {
+            #expect(try await eventually(15) { try await partner(net, on: node, laptop.id)?["state"] == "retired" }, "\(node) retires the laptop")
+        }
+        #expect(try await net.request("comensha", "GET", "/v1/records/lap.1").1["fields"]?["title"] == "Veldwerk", "its past stays valid")
+        for node in ["jenv", "comensha"] {
+            let stopped = try await eventually(10) { try await peerState(node) == "retired" }
+            #expect(stopped, "\(node) stopped dialling the retired laptop")
+        }
+        _ = try await net.request("laptop", "PATCH", "/v1/records/lap.1", ["title": "Na verwijdering"])
+        let refusedLive = try await eventually(15) {
+            let jenv = try await net.request("laptop", "GET", "/v1/peers").1["peers"]?.arrayValue?.first
+            return jenv?["state"] == "refused" || (jenv?["lastError"]?.stringValue ?? "").contains("no active partner")
+        }
+        let peersOfLaptop = try await net.request("laptop", "GET", "/v1/peers").1
+        #expect(refusedLive, "jenv's listener refuses the retired pin without a restart: \(peersOfLaptop)")
+        // A relay cannot bring it back: its bundle, admission included, changes nothing.
+        #expect(try cli(net, "laptop", ["bundle", "export", "--all", "-o", bundle]).status == 0)
+        let relayed = try cli(net, "comensha", ["bundle", "import", bundle])
+        #expect(relayed.status == 0, "\(relayed.output)")
+        #expect(try await partner(net, on: "comensha", laptop.id)?["state"] == "retired")
+        #expect(try await net.request("comensha", "GET", "/v1/records/lap.1").1["fields"]?["title"] == "Veldwerk")
+        _ = try await net.waitForAgreement(["jenv", "politie", "comensha"], timeout: 30)
+    }
+}
