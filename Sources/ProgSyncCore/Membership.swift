@@ -22,11 +22,14 @@ public enum Membership {
         case node
     }
 
-    /// The membership kind a record id names, if any.
+    /// The membership kind a record id names, if any. Runs for every change merged: the first
+    /// byte rules out almost every programme id before any prefix is compared.
     public static func kind(ofRecord id: String) -> Kind? {
-        if id.hasPrefix(nodePrefix) { return .node }
-        if id.hasPrefix(orgPrefix) { return .organisation }
-        return nil
+        switch id.utf8.first {
+        case UInt8(ascii: "n"): return id.hasPrefix(nodePrefix) ? .node : nil
+        case UInt8(ascii: "o"): return id.hasPrefix(orgPrefix) ? .organisation : nil
+        default: return nil
+        }
     }
 
     public static func isMembershipRecord(_ id: String) -> Bool { kind(ofRecord: id) != nil }

@@ -68,7 +68,8 @@ extension LocalAPI {
     func admitPartner(_ request: Request, _ context: LocalRequestContext) async throws -> Response {
         try requireCoordinator()
         let body = try await jsonBody(request, limit: limits.maxBodyBytes)
-        let allowed: Set<String> = ["org", "publicKey", "certificatePin", "address", "name", "orgName", "node", "progsyncJoinRequest"]
+        let allowed: Set<String> = ["org", "publicKey", "certificatePin", "address", "name", "orgName", "node", "progsyncJoinRequest",
+                                    "replaces", "replacesAfter"]
         guard case .object(let fields) = body else { throw APIError.badRequest("the body must be a join request object") }
         if let unknown = fields.keys.sorted().first(where: { !allowed.contains($0) }) {
             throw APIError.badRequest("unknown key \(unknown) in the join request; allowed: \(allowed.sorted().joined(separator: ", "))")
@@ -97,6 +98,24 @@ extension LocalAPI {
         for field in ["certificatePin", "address", "name"] {
             if let value = body[field], value != .null { writes.append(FieldWrite(record: record, field: field, value: value)) }
         }
+        // A key rotation (`progsyncd rotate-key`): the same commit retires the old key.
+        if let replacedKey = body["replaces"], replacedKey != .null {
+            guard let old = replacedKey.stringValue.flatMap(NodeID.init).flatMap({ replica.registry.node($0) }), old.id != id else {
+                throw APIError.notFound("the request replaces node \(replacedKey.stringValue ?? "?"), which is no partner here")
+            }
+            guard old.org == org else {
+                throw APIError.invalid("node \(old.id) is \(old.org)'s; a rotated key stays with its organisation, not \(org)")
+            }
+            guard old.id != replica.nodeID else { throw APIError(.conflict, "conflict", "a node cannot retire itself") }
+            let after: UInt64
+            switch body["replacesAfter"] {
+            case nil, .null?: after = replica.versionVector[old.id] ?? 0
+            case let value?:
+                guard let n = value.intValue, n >= 0 else { throw APIError.badRequest("replacesAfter must be a commit number ≥ 0") }
+                after = UInt64(n)
+            }
+            writes += try retirement(of: old, after: after)
+        }
         let orgRecord = Membership.recordID(org: org)
         if try recordDocument(orgRecord) == nil {
             writes += [FieldWrite(record: orgRecord, field: "kind", value: "organisation"),
@@ -124,14 +143,7 @@ extension LocalAPI {
         if let existing = node.retiredAfter, existing <= cutoff {
             throw APIError(.conflict, "conflict", "node \(node.id) is already retired after its commit \(existing); a retirement only moves earlier")
         }
-        let record = Membership.recordID(node: node.id)
-        var writes = [FieldWrite(record: record, field: "retiredAfter", value: .int(Int64(cutoff)))]
-        // A node of the trust root gets its record with the retirement, so every node can name it.
-        if try recordDocument(record) == nil {
-            writes = [FieldWrite(record: record, field: "kind", value: "node"), FieldWrite(record: record, field: "org", value: .string(node.org)),
-                      FieldWrite(record: record, field: "publicKey", value: .string(Base64.encode(Array(node.publicKey.rawRepresentation))))]
-                + (node.name.map { [FieldWrite(record: record, field: "name", value: .string($0))] } ?? []) + writes
-        }
+        let writes = try retirement(of: node, after: cutoff)
         let before = replica.registry
         let commit = try await committer.commit(LocalWrite(author: try await commitAuthor(context), writes: writes))
         let undone = try replica.rejectedCommits(limit: 10_000).filter { $0.reason == .retired && $0.ref.origin == node.id }
@@ -140,6 +152,19 @@ extension LocalAPI {
             "commit": .string("\(commit.ref)"), "node": nodeJSON(try member(node.id.rawValue), registry: replica.registry),
             "withheld": .array(undone.map { .object(["commit": .string("\($0.ref)"), "detail": .string($0.detail)]) }),
         ]))
+    }
+
+    /// The writes that retire `node` after `seq`. A node of the trust root gets its record with
+    /// the retirement, so every node can name it.
+    func retirement(of node: PartnerRegistry.Node, after seq: UInt64) throws -> [FieldWrite] {
+        let record = Membership.recordID(node: node.id)
+        var writes = [FieldWrite(record: record, field: "retiredAfter", value: .int(Int64(seq)))]
+        if try recordDocument(record) == nil {
+            writes = [FieldWrite(record: record, field: "kind", value: "node"), FieldWrite(record: record, field: "org", value: .string(node.org)),
+                      FieldWrite(record: record, field: "publicKey", value: .string(Base64.encode(Array(node.publicKey.rawRepresentation))))]
+                + (node.name.map { [FieldWrite(record: record, field: "name", value: .string($0))] } ?? []) + writes
+        }
+        return writes
     }
 
     func requireCoordinator() throws {

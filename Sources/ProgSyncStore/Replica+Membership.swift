@@ -120,3 +120,18 @@ extension ApplyContext {
         return records
     }
 }
+
+extension Replica {
+    /// The newest commit of `node`'s own chain in the replica file at `path` (0 when none), read
+    /// without opening the replica: for `progsyncd rotate-key`, while no daemon runs.
+    public static func headSeq(of node: NodeID, atPath path: String) throws -> UInt64 {
+        guard FileManager.default.fileExists(atPath: path) else { return 0 }
+        var config = Configuration()
+        config.readonly = true
+        let queue = try DatabaseQueue(path: path, configuration: config)
+        defer { try? queue.close() }
+        return try queue.read { db in
+            UInt64(try Int64.fetchOne(db, sql: "SELECT seq FROM heads WHERE origin = ?", arguments: [node.rawValue]) ?? 0)
+        }
+    }
+}

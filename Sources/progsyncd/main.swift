@@ -22,7 +22,7 @@ struct ProgSyncD: AsyncParsableCommand {
             Example: progsyncd --config Config/progsyncd.example.yaml
             """,
         version: BuildInfo.versionLine("progsyncd"),
-        subcommands: [Run.self, Init.self, Restore.self],
+        subcommands: [Run.self, Init.self, Restore.self, RotateKey.self],
         defaultSubcommand: Run.self)
 }
 
@@ -125,6 +125,65 @@ struct Restore: AsyncParsableCommand {
     }
 }
 
+func writeJoinRequest(_ request: JSONValue, to path: String) throws {
+    do {
+        try (request.prettyString() + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+    } catch {
+        FileHandle.standardError.write(Data("progsyncd: cannot write the join request \(path): \(error.localizedDescription)\n".utf8))
+        throw ExitCode(1)
+    }
+}
+
+struct RotateKey: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rotate-key",
+        abstract: "Give this node a new key and TLS certificate (the daemon must be stopped); a coordinator admits it.",
+        discussion: """
+            The old identity and TLS files are kept beside the new ones (.before-rotation-<time>). The \
+            request names the old node and its last commit: `progsync partners add FILE` at a \
+            coordinator admits the new key and retires the old one after that commit, in one commit. \
+            Sync first (`progsync sync`), so partners hold every commit made under the old key.
+
+            Example: progsyncd rotate-key --data-dir /var/lib/progsync --address https://progsync.politie.example:7441 \\
+                       --request politie-utrecht.rotate.json
+            """)
+
+    @Option(name: .long, help: "YAML configuration file, for progsync.data.")
+    var config: String?
+
+    @Option(name: .long, help: "Data folder of the node (overrides progsync.data and $PROGSYNC_DATA).")
+    var dataDir: String?
+
+    @Option(name: .long, help: "Where partners reach this node, for the request (e.g. https://HOST:PORT).")
+    var address: String?
+
+    @Option(name: .long, help: "Write the request for the coordinator here.")
+    var request: String
+
+    func run() async throws {
+        umask(0o077)
+        let configuration = try await loadConfiguration(config: config, dataDir: dataDir)
+        let rotation: KeyRotation
+        do {
+            rotation = try rotateNodeKey(configuration: configuration)
+        } catch let error as ConfigurationError {
+            FileHandle.standardError.write(Data("progsyncd: \(error.description)\n".utf8))
+            throw ExitCode(1)
+        }
+        try writeJoinRequest(NodeFiles.joinRequest(rotation.new, pin: rotation.pin, address: address,
+                                                   replaces: (rotation.old.identity.id, rotation.oldLastSeq)), to: request)
+        print("""
+            old node:    \(rotation.old.identity.id) (its last commit: \(rotation.oldLastSeq); files kept as *\(rotation.keptAs))
+            new node:    \(rotation.new.identity.id)
+            certificate: \(rotation.pin)
+            request:     \(request)
+
+            Next: a coordinator runs `progsync partners add \(request)`, which admits the new key and
+            retires the old one after commit \(rotation.oldLastSeq). Until then partners hold this node's new commits.
+            """)
+    }
+}
+
 struct Init: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create a node identity and print what partners need to list it in their registry.",
@@ -169,20 +228,7 @@ struct Init: ParsableCommand {
             FileHandle.standardError.write(Data("progsyncd: \(error)\n".utf8))
             throw ExitCode(1)
         }
-        var joinRequest: [String: JSONValue] = [
-            "progsyncJoinRequest": 1, "node": .string(node.identity.id.rawValue), "org": .string(node.org),
-            "name": .string(node.name ?? node.identity.id.rawValue), "publicKey": .string(node.identity.publicKeyBase64),
-            "certificatePin": .string(tls.pin),
-        ]
-        if let address { joinRequest["address"] = .string(address) }
-        if let request {
-            do {
-                try (JSONValue.object(joinRequest).prettyString() + "\n").write(toFile: request, atomically: true, encoding: .utf8)
-            } catch {
-                FileHandle.standardError.write(Data("progsyncd: cannot write the join request \(request): \(error.localizedDescription)\n".utf8))
-                throw ExitCode(1)
-            }
-        }
+        if let request { try writeJoinRequest(NodeFiles.joinRequest(node, pin: tls.pin, address: address), to: request) }
         print("""
             node:        \(node.identity.id)
             org:         \(node.org)

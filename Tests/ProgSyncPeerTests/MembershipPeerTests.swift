@@ -98,4 +98,44 @@ import Testing
         #expect(try await net.request("comensha", "GET", "/v1/records/lap.1").1["fields"]?["title"] == "Veldwerk")
         _ = try await net.waitForAgreement(["jenv", "politie", "comensha"], timeout: 30)
     }
+
+    /// `progsyncd rotate-key` on politie's node; the coordinator admits the new key and retires
+    /// the old one in one commit; politie's records stay editable, since ownership is per org.
+    @Test func aRotatedKeyKeepsItsOrganisationsRecords() async throws {
+        let net = try PeerNetwork([("jenv", "jenv"), ("politie", "politie"), ("comensha", "comensha")])
+        defer { net.tearDown() }
+        for name in ["jenv", "politie", "comensha"] { try net.start(name, sample: name == "jenv") }
+        _ = try await net.waitForAgreement(timeout: 30)
+        let before = try await net.request("politie", "PATCH", "/v1/records/al1.r01.a10", ["status": "delayed"])
+        #expect(before.0 == 200, "\(before.1)")
+        _ = try await net.waitForAgreement(timeout: 30)
+
+        let politie = net.nodes["politie"]!
+        let request = net.root + "/politie-rotate.json"
+        let whileRunning = try PeerNetwork.run(PeerNetwork.progsyncd, ["rotate-key", "--data-dir", politie.folder, "--request", request])
+        #expect(whileRunning.status != 0, "refused while the daemon holds the folder: \(whileRunning.output)")
+        net.stop("politie")
+        let rotated = try PeerNetwork.run(PeerNetwork.progsyncd, [
+            "rotate-key", "--data-dir", politie.folder, "--address", "https://\(politie.host):\(politie.port)", "--request", request])
+        #expect(rotated.status == 0 && rotated.output.contains("old node:    \(politie.id)"), "\(rotated.output)")
+        let newID = try #require(try JSONParser.parse([UInt8](FileManager.default.contents(atPath: request)!))["node"]?.stringValue)
+        #expect(newID != politie.id)
+        try net.start("politie")
+        let added = try cli(net, "jenv", ["partners", "add", request])
+        #expect(added.status == 0 && added.output.contains("admitted \(newID)"), "\(added.output)")
+        #expect(try await partner(net, on: "jenv", politie.id)?["state"] == "retired", "the old key is retired in the same commit")
+
+        // Under its new key politie still edits its own activity, and the partners apply it.
+        let after = try await net.request("politie", "PATCH", "/v1/records/al1.r01.a10", ["status": "completed"])
+        #expect(after.0 == 200, "\(after.1)")
+        for node in ["jenv", "comensha"] {
+            let arrived = try await eventually(30) {
+                try await net.request(node, "GET", "/v1/records/al1.r01.a10").1["fields"]?["status"] == "completed"
+            }
+            #expect(arrived, "\(node) applied the edit made under the new key: \(net.log("politie").suffix(1500))")
+        }
+        let author = try await net.request("comensha", "GET", "/v1/records/al1.r01.a10").1["versions"]?["status"]?["origin"]
+        #expect(author?.stringValue == newID, "\(String(describing: author))")
+        _ = try await net.waitForAgreement(timeout: 30)
+    }
 }
