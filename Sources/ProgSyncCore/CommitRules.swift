@@ -200,9 +200,12 @@ public enum CommitRules {
                 return CommitVerdict(.unauthorised, "only a coordinator organisation may change the partnership; org \(org) changed \(change.record.prefix(140))")
             }
             if change.field == "coordinator", Membership.kind(ofRecord: change.record) == .organisation {
+                // On the canonical bytes: `value.boolValue` here made the optimiser crash
+                // ("Found ownership error", Swift 6.3.1, -O).
                 let code = String(change.record.dropFirst(Membership.orgPrefix.count))
-                guard change.value.boolValue == registry.isCoordinator(org: code) else {
-                    return CommitVerdict(.unauthorised, "the coordinator organisations are fixed by the trust root; \(change.record) says coordinator=\(change.value.canonicalString)")
+                let says = String(decoding: change.valueBytes, as: UTF8.self)
+                guard says == (registry.isCoordinator(org: code) ? "true" : "false") else {
+                    return CommitVerdict(.unauthorised, "the coordinator organisations are fixed by the trust root; \(change.record) says coordinator=\(says.prefix(20))")
                 }
             }
         }
