@@ -35,9 +35,16 @@ import Testing
         let notes = politieStatus["versions"]?["notes"]?.arrayValue?.compactMap(\.stringValue) ?? []
         #expect(notes.contains("2 commits wait for schema \(ProgrammeSchema.current); upgrade progsync on this node"), "\(notes)")
         #expect(notes.contains { $0.contains("partner jenv is ahead: schema \(ProgrammeSchema.current)") }, "\(notes)")
-        let jenvNotes = try await net.request("jenv", "GET", "/v1/status").1["versions"]?["notes"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        // jenv learns politie's versions from its own hello, which may still be backing off from
+        // the moment politie was not yet listening; agreement can come first through politie's pulls.
+        var jenvNotes: [String] = [], peers: [JSONValue] = []
+        let greeted = try await eventually(20) {
+            jenvNotes = try await net.request("jenv", "GET", "/v1/status").1["versions"]?["notes"]?.arrayValue?.compactMap(\.stringValue) ?? []
+            peers = try await net.request("jenv", "GET", "/v1/peers").1["peers"]?.arrayValue ?? []
+            return jenvNotes.contains { $0.contains("partner politie is behind: schema 1") } && peers.first?["schema"] == 1
+        }
+        #expect(greeted, "\(peers)")
         #expect(jenvNotes.contains { $0.contains("partner politie is behind: schema 1") }, "\(jenvNotes)")
-        let peers = try await net.request("jenv", "GET", "/v1/peers").1["peers"]?.arrayValue ?? []
         #expect(peers.first?["schema"] == 1 && peers.first?["protocol"] == "2", "\(peers)")
 
         // comensha (schema 2) applied what came through politie: the signatures held end to end.
