@@ -13,12 +13,14 @@ struct PartnersCommand: AsyncParsableCommand {
 
             Examples:
               progsync partners list
+              progsync partners invite --org politie --name politie-utrecht -o politie.invite   # then, there:
+                progsyncd init --data-dir /var/lib/progsync --invite politie.invite
               progsync partners add request.json          # a join request written by progsyncd init
               progsync partners remove politie-laptop-3   # its past commits stay valid
               progsync partners revoke politie-laptop-3 --after 41   # a stolen key: its commits after 41 are undone
               progsync partners log
             """,
-        subcommands: [List.self, Show.self, Add.self, Remove.self, Revoke.self, Log.self],
+        subcommands: [List.self, Show.self, Invite.self, Invites.self, Add.self, Remove.self, Revoke.self, Log.self],
         defaultSubcommand: List.self
     )
 }
@@ -82,6 +84,72 @@ extension PartnersCommand {
             if options.json { return Console.outLine(answer.prettyString()) }
             let node = answer["node"] ?? .null
             Console.outLine("admitted \(node["id"]?.stringValue ?? "?") (\(node["name"]?.stringValue ?? "-"), org \(node["org"]?.stringValue ?? "?")) in commit \(answer["commit"]?.stringValue ?? "?")")
+        }
+    }
+
+    struct Invite: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "invite", abstract: "Make a single-use invite for a new node of an organisation (coordinators only).",
+            discussion: """
+                The invite holds the partnership's trust root, this node's key, certificate pin and address, \
+                and a secret. Give it to the new node's operator over a channel you trust (whoever holds it \
+                can join as that organisation until it is used or expires); there: progsyncd init --invite FILE.
+                This node keeps only a hash of the secret.
+                """)
+        @OptionGroup var options: GlobalOptions
+        @Option(help: "The organisation the new node belongs to, e.g. politie.") var org: String
+        @Option(help: "A name for the new node.") var name: String?
+        @Option(help: "The organisation's full name, for a new organisation.") var orgName: String?
+        @Option(help: "How long the invite stays valid: 30m, 12h, 7d (at most 90 days).") var expires: String = "7d"
+        @Option(help: "Where the new node reaches this node's peer listener (default: this node's address in the partnership).") var address: String?
+        @Option(name: .shortAndLong, help: "Write the invite here (mode 0600).") var output: String
+
+        func validate() throws {
+            guard Self.seconds(expires) != nil else { throw ValidationError("--expires must be a number with s, m, h or d, e.g. 7d") }
+        }
+
+        static func seconds(_ text: String) -> Int64? {
+            guard let unit = text.last, let n = Int64(text.dropLast()), n > 0 else { return nil }
+            switch unit {
+            case "s": return n
+            case "m": return n * 60
+            case "h": return n * 3600
+            case "d": return n * 86_400
+            default: return nil
+            }
+        }
+
+        func run() async throws {
+            var body: [String: JSONValue] = ["org": .string(org), "expiresInSeconds": .int(Self.seconds(expires)!)]
+            if let name { body["name"] = .string(name) }
+            if let orgName { body["orgName"] = .string(orgName) }
+            if let address { body["address"] = .string(address) }
+            let answer = try await options.api().send("POST", "/v1/partners/invites", body: .object(body))
+            umask(0o077)
+            try Files.write(Array((answer.prettyString() + "\n").utf8), to: output)
+            if options.json { return Console.outLine(answer.prettyString()) }
+            Console.outLine("""
+                invite \(answer["id"]?.stringValue ?? "?") for \(org)\(name.map { " (\($0))" } ?? ""), valid until \(answer["expires"]?.stringValue ?? "?"): \(output)
+                It admits one node. On the new node: progsyncd init --data-dir DIR --invite \(output)
+                """)
+        }
+    }
+
+    struct Invites: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "invites", abstract: "The invites this node issued: open, used or expired.")
+        @OptionGroup var options: GlobalOptions
+
+        func run() async throws {
+            let answer = try await options.api().get("/v1/partners/invites")
+            if options.json { return Console.outLine(answer.prettyString()) }
+            let invites = answer["invites"]?.arrayValue ?? []
+            guard !invites.isEmpty else { return Console.outLine("no invites issued by this node") }
+            var lines = ["invite                            org           state    expires               used by"]
+            for invite in invites {
+                lines.append("\(pad(invite["id"]?.stringValue ?? "?", 33)) \(pad(invite["org"]?.stringValue ?? "?", 13)) "
+                    + "\(pad(invite["state"]?.stringValue ?? "?", 8)) \(pad(invite["expires"]?.stringValue ?? "?", 21)) \(invite["usedBy"]?.stringValue ?? "-")")
+            }
+            Console.outLine(lines.joined(separator: "\n"))
         }
     }
 

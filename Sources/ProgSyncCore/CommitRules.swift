@@ -7,7 +7,7 @@ public struct CommitVerdict: Sendable, Hashable, CustomStringConvertible {
         public var description: String { rawValue }
 
         // Held: not applied, not dropped; retried when the cause goes away.
-        public static let unknownKey = Reason("unknown-key")
+        public static let unknownNode = Reason("unknown-node")
         public static let gap = Reason("gap")
         public static let missingDependency = Reason("missing-dependency")
         public static let clockAhead = Reason("clock-ahead")
@@ -21,7 +21,7 @@ public struct CommitVerdict: Sendable, Hashable, CustomStringConvertible {
         /// the membership changes, so every node ends with the same set merged.
         public static let retired = Reason("retired")
 
-        public var isHold: Bool { [.unknownKey, .gap, .missingDependency, .clockAhead].contains(self) }
+        public var isHold: Bool { [.unknownNode, .gap, .missingDependency, .clockAhead].contains(self) }
     }
 
     public var reason: Reason

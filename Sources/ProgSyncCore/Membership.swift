@@ -103,7 +103,7 @@ public enum Membership {
         }
     }
 
-    static func publicKey(_ value: JSONValue) -> Curve25519.Signing.PublicKey? {
+    public static func publicKey(_ value: JSONValue) -> Curve25519.Signing.PublicKey? {
         guard let text = value.stringValue, let bytes = Base64.decode(text) else { return nil }
         return try? Curve25519.Signing.PublicKey(rawRepresentation: bytes)
     }

@@ -66,7 +66,8 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
         registry = try NodeFiles.writeSingleNodeRegistry(at: configuration.registryPath, node: me, certificatePin: tls.pin)
         logger.info("created single-node registry", metadata: ["path": "\(configuration.registryPath)"])
     }
-    if registry!.node(me.identity.id) == nil {
+    let joined = fm.fileExists(atPath: NodeJoin.markerPath(configuration.dataDirectory))
+    if registry!.node(me.identity.id) == nil, !joined {
         logger.warning("this node is not in the partner registry; partners will hold its commits", metadata: ["node": "\(me.identity.id)"])
     }
     let audit = try AuditLog(path: configuration.auditPath, logger: logger)
@@ -75,7 +76,8 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
     let replica = try Replica(configuration: ReplicaConfiguration(
         path: configuration.replicaPath, identity: me.identity, org: me.org, registry: registry!,
         maxClockOffsetMilliseconds: UInt64(configuration.maxClockOffsetSeconds) * 1000, schemaVersion: configuration.schemaVersion))
-    if configuration.loadSampleData, try replica.lastLSN == 0, replica.ownChainCatchUp == nil {
+    // A node that joined gets the programme from its partners.
+    if configuration.loadSampleData, !joined, try replica.lastLSN == 0, replica.ownChainCatchUp == nil {
         let count = try LocalAPI.loadSample(into: replica, org: me.org)
         logger.info("loaded the 2021 programme", metadata: ["records": "\(count)"])
     }
@@ -103,9 +105,12 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
     let listeners = ["local"] + (configuration.peerListen != nil ? ["peer"] : []) + (configuration.metricsListen != nil ? ["metrics"] : [])
     let readiness = Readiness(replica: replica, listeners: listeners, notifier: notifier, logger: logger)
     services.append(readiness)
+    let committer = GroupCommitter(replica: replica, metrics: metrics)
+    let invites = try InviteBook(path: configuration.invitesPath)
     if let listen = configuration.peerListen {
         services.append(try makePeerListener(listen, configuration, tls: tls, replica: replica, me: me, events: events,
-                                             inbound: inbound, metrics: metrics, audit: audit, onBound: { readiness.bound("peer") }, logger: logger))
+                                             inbound: inbound, metrics: metrics, audit: audit, committer: committer, invites: invites,
+                                             onBound: { readiness.bound("peer") }, logger: logger))
     }
     let reports = ReconcileReports(directory: configuration.reportsPath, keepDays: configuration.reconcileKeepDays)
     metrics.loadReconciliations(reports)
@@ -116,7 +121,8 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
     services.append(NightlyBackup(replica: replica, schedule: configuration.backupSchedule, folder: configuration.backupFolder,
                                   keep: configuration.backupKeep, logger: logger))
     let api = LocalAPI(replica: replica, node: me, limits: configuration.limits, events: events,
-                       committer: GroupCommitter(replica: replica, metrics: metrics), peerSet: peerSet,
+                       committer: committer,
+                       joining: Joining(invites: invites, certificatePin: tls.pin, listening: configuration.peerListen != nil), peerSet: peerSet,
                        reconciler: reconciler, reports: reports, inbound: inbound,
                        authors: CommitAuthors(sharing: configuration.authorShare, replica: replica),
                        health: HealthChecks(heartbeat: heartbeat, readiness: readiness), metrics: metrics, audit: audit)
@@ -290,7 +296,7 @@ func makePeerEndpoint(_ peer: PartnerRegistry.Node, _ configuration: DaemonConfi
 func makePeerListener(
     _ listen: String, _ configuration: DaemonConfiguration, tls: NodeTLSIdentity, replica: Replica,
     me: NodeFiles.StoredIdentity, events: EventBroadcaster, inbound: InboundContact, metrics: DaemonMetrics, audit: AuditLog,
-    onBound: @escaping @Sendable () -> Void, logger: Logger
+    committer: GroupCommitter, invites: InviteBook, onBound: @escaping @Sendable () -> Void, logger: Logger
 ) throws -> any Service {
     let (host, port) = try splitHostPort(listen)
     let limits = configuration.peerLimits
@@ -302,6 +308,7 @@ func makePeerListener(
     router.middlewares.add(PeerLoadMiddleware(load: PeerLoad(limits: limits)))
     router.middlewares.add(inbound)
     PeerAPI(replica: replica, node: me, events: events, limits: limits, audit: audit, logger: logger, metrics: metrics).addRoutes(to: router)
+    PeerJoin(replica: replica, me: me, committer: committer, invites: invites, audit: audit, logger: logger).addRoutes(to: router)
     let address = BindAddress.hostname(host, port: port)
     let running: @Sendable (any Channel) async -> Void = { channel in
         logger.info("peer listener", metadata: ["address": "\(channel.localAddress?.description ?? listen)", "tls": "\(!configuration.peerPlainHTTP)"])
@@ -312,7 +319,7 @@ func makePeerListener(
     }
     let serverTLS = try configuration.peerPlainHTTP ? nil : peerServerTLSConfiguration(identity: tls, allowedPins: {
         Set(replica.registry.activeNodes.compactMap(\.certificatePin))
-    }, logger: logger).withContext()
+    }, acceptStrangers: { invites.hasOpen() }, logger: logger).withContext()
     let admission = ConnectionAdmission(maxConnections: limits.maxConnections, maxPerAddress: limits.maxConnectionsPerAddress,
                                         audit: audit, logger: logger)
     let server = HTTPServerBuilder { responder in

@@ -113,4 +113,6 @@ public struct DaemonConfiguration: Sendable {
     var lockPath: String { dataDirectory + "/progsyncd.lock" }
     var reportsPath: String { dataDirectory + "/reports" }
     var auditPath: String { dataDirectory + "/audit.jsonl" }
+    /// The invites this node issued (hashes of their secrets): local, never replicated.
+    var invitesPath: String { dataDirectory + "/invites.json" }
 }

@@ -211,7 +211,7 @@ public final class DaemonMetrics: Sendable {
             gauge("progsync_conflicts_open", Double(counts.conflicts))
         }
         if let quarantine = try? replica.quarantineSummary() {
-            let reasons = Set(quarantine.byReason.keys).union(["unknown-key", "gap", "missing-dependency", "clock-ahead"])
+            let reasons = Set(quarantine.byReason.keys).union(["unknown-node", "gap", "missing-dependency", "clock-ahead"])
             for reason in reasons.sorted() {
                 gauge("progsync_quarantine_commits", [("reason", reason)], Double(quarantine.byReason[reason] ?? 0))
             }

@@ -13,6 +13,7 @@ extension LocalAPI {
         router.get("/v1/partners") { _, _ in try self.partnerList() }
         router.post("/v1/partners") { request, context in try await self.admitPartner(request, context) }
         router.get("/v1/partners/log") { _, _ in try self.partnerLog() }
+        addInviteRoutes(to: router)
         router.get("/v1/partners/:node") { _, context in try self.partnerNode(try context.parameters.require("node")) }
         router.post("/v1/partners/:node/remove") { _, context in
             try await self.retirePartner(try context.parameters.require("node"), after: nil, context)
@@ -63,72 +64,16 @@ extension LocalAPI {
         JSONResponse.make(nodeJSON(try member(key), registry: replica.registry))
     }
 
-    /// Admits a node from its join request (`progsyncd init` writes one):
-    /// `{"org", "publicKey", "certificatePin"?, "address"?, "name"?, "orgName"?}`.
+    /// Admits a node from its join request (`progsyncd init --request` writes one).
     func admitPartner(_ request: Request, _ context: LocalRequestContext) async throws -> Response {
         try requireCoordinator()
-        let body = try await jsonBody(request, limit: limits.maxBodyBytes)
-        let allowed: Set<String> = ["org", "publicKey", "certificatePin", "address", "name", "orgName", "node", "progsyncJoinRequest",
-                                    "replaces", "replacesAfter"]
-        guard case .object(let fields) = body else { throw APIError.badRequest("the body must be a join request object") }
-        if let unknown = fields.keys.sorted().first(where: { !allowed.contains($0) }) {
-            throw APIError.badRequest("unknown key \(unknown) in the join request; allowed: \(allowed.sorted().joined(separator: ", "))")
-        }
-        guard let org = body["org"]?.stringValue, ProgrammeSchema.isValidOrgCode(org) else {
-            throw APIError.badRequest("org must be an organisation code ([a-z0-9-]{1,64})")
-        }
-        guard let keyText = body["publicKey"]?.stringValue, let keyBytes = Base64.decode(keyText), keyBytes.count == 32,
-              let key = try? Curve25519.Signing.PublicKey(rawRepresentation: keyBytes)
-        else { throw APIError.badRequest("publicKey must be the node's Ed25519 public key in base64") }
-        let id = NodeID(publicKey: key)
-        if let named = body["node"], named.stringValue != id.rawValue {
-            throw APIError.invalid("the request names node \(named.stringValue ?? "?"), but its key is node \(id)")
-        }
-        for text in ["certificatePin", "address", "name", "orgName"] where body[text] != nil && body[text] != .null && body[text]?.stringValue == nil {
-            throw APIError.badRequest("\(text) must be a string")
-        }
-        if let existing = replica.registry.node(id) {
-            throw APIError(.conflict, "conflict", existing.isRetired
-                ? "node \(id) was retired after its commit \(existing.retiredAfter!); a retired node returns only under a new key (progsyncd rotate-key)"
-                : "node \(id) is already a partner (org \(existing.org))")
-        }
-        let record = Membership.recordID(node: id)
-        var writes = [FieldWrite(record: record, field: "kind", value: "node"), FieldWrite(record: record, field: "org", value: .string(org)),
-                      FieldWrite(record: record, field: "publicKey", value: .string(Base64.encode(keyBytes)))]
-        for field in ["certificatePin", "address", "name"] {
-            if let value = body[field], value != .null { writes.append(FieldWrite(record: record, field: field, value: value)) }
-        }
-        // A key rotation (`progsyncd rotate-key`): the same commit retires the old key.
-        if let replacedKey = body["replaces"], replacedKey != .null {
-            guard let old = replacedKey.stringValue.flatMap(NodeID.init).flatMap({ replica.registry.node($0) }), old.id != id else {
-                throw APIError.notFound("the request replaces node \(replacedKey.stringValue ?? "?"), which is no partner here")
-            }
-            guard old.org == org else {
-                throw APIError.invalid("node \(old.id) is \(old.org)'s; a rotated key stays with its organisation, not \(org)")
-            }
-            guard old.id != replica.nodeID else { throw APIError(.conflict, "conflict", "a node cannot retire itself") }
-            let after: UInt64
-            switch body["replacesAfter"] {
-            case nil, .null?: after = replica.versionVector[old.id] ?? 0
-            case let value?:
-                guard let n = value.intValue, n >= 0 else { throw APIError.badRequest("replacesAfter must be a commit number ≥ 0") }
-                after = UInt64(n)
-            }
-            writes += try retirement(of: old, after: after)
-        }
-        let orgRecord = Membership.recordID(org: org)
-        if try recordDocument(orgRecord) == nil {
-            writes += [FieldWrite(record: orgRecord, field: "kind", value: "organisation"),
-                       FieldWrite(record: orgRecord, field: "name", value: body["orgName"] ?? .string(org)),
-                       FieldWrite(record: orgRecord, field: "coordinator", value: .bool(replica.registry.isCoordinator(org: org)))]
-        } else if let name = body["orgName"], name != .null {
-            writes.append(FieldWrite(record: orgRecord, field: "name", value: name))
-        }
+        let joining = try PartnerAdmission.request(try await jsonBody(request, limit: limits.maxBodyBytes))
+        let writes = try PartnerAdmission(replica: replica).admission(joining)
         let before = replica.registry
         let commit = try await committer.commit(LocalWrite(author: try await commitAuthor(context), writes: writes))
         audit.membershipChanged(from: before, to: replica.registry, origin: "local", actor: await context.author())
         return JSONResponse.make(status: .created, .object([
-            "commit": .string("\(commit.ref)"), "node": nodeJSON(try member(id.rawValue), registry: replica.registry),
+            "commit": .string("\(commit.ref)"), "node": nodeJSON(try member(joining.node.rawValue), registry: replica.registry),
         ]))
     }
 
@@ -143,7 +88,7 @@ extension LocalAPI {
         if let existing = node.retiredAfter, existing <= cutoff {
             throw APIError(.conflict, "conflict", "node \(node.id) is already retired after its commit \(existing); a retirement only moves earlier")
         }
-        let writes = try retirement(of: node, after: cutoff)
+        let writes = try PartnerAdmission(replica: replica).retirement(of: node, after: cutoff)
         let before = replica.registry
         let commit = try await committer.commit(LocalWrite(author: try await commitAuthor(context), writes: writes))
         let undone = try replica.rejectedCommits(limit: 10_000).filter { $0.reason == .retired && $0.ref.origin == node.id }
@@ -152,19 +97,6 @@ extension LocalAPI {
             "commit": .string("\(commit.ref)"), "node": nodeJSON(try member(node.id.rawValue), registry: replica.registry),
             "withheld": .array(undone.map { .object(["commit": .string("\($0.ref)"), "detail": .string($0.detail)]) }),
         ]))
-    }
-
-    /// The writes that retire `node` after `seq`. A node of the trust root gets its record with
-    /// the retirement, so every node can name it.
-    func retirement(of node: PartnerRegistry.Node, after seq: UInt64) throws -> [FieldWrite] {
-        let record = Membership.recordID(node: node.id)
-        var writes = [FieldWrite(record: record, field: "retiredAfter", value: .int(Int64(seq)))]
-        if try recordDocument(record) == nil {
-            writes = [FieldWrite(record: record, field: "kind", value: "node"), FieldWrite(record: record, field: "org", value: .string(node.org)),
-                      FieldWrite(record: record, field: "publicKey", value: .string(Base64.encode(Array(node.publicKey.rawRepresentation))))]
-                + (node.name.map { [FieldWrite(record: record, field: "name", value: .string($0))] } ?? []) + writes
-        }
-        return writes
     }
 
     func requireCoordinator() throws {
@@ -185,5 +117,85 @@ extension LocalAPI {
             ])
         }
         return JSONResponse.make(.object(["log": .array(entries)]))
+    }
+}
+
+/// What a coordinator node needs to issue invites.
+struct Joining: Sendable {
+    let invites: InviteBook
+    /// This node's TLS pin, which the new node pins when it calls.
+    let certificatePin: String
+    /// Whether a peer listener runs: without one, nobody could present an invite here.
+    let listening: Bool
+}
+
+extension LocalAPI {
+    static let defaultInviteSeconds: Int64 = 7 * 86_400
+    static let maxInviteSeconds: Int64 = 90 * 86_400
+
+    func addInviteRoutes(to router: Router<LocalRequestContext>) {
+        router.get("/v1/partners/invites") { _, _ in try self.inviteList() }
+        router.post("/v1/partners/invites") { request, context in try await self.invite(request, context) }
+    }
+
+    /// `{"org", "name"?, "orgName"?, "expiresInSeconds"?, "address"?}` → a signed invite with its
+    /// secret, shown once: this node keeps only the secret's hash.
+    func invite(_ request: Request, _ context: LocalRequestContext) async throws -> Response {
+        try requireCoordinator()
+        guard let joining else { throw APIError(.internalServerError, "internal", "this node was built without an invite book") }
+        let body = try await jsonBody(request, limit: limits.maxBodyBytes)
+        let allowed: Set<String> = ["org", "name", "orgName", "expiresInSeconds", "address"]
+        guard case .object(let fields) = body else { throw APIError.badRequest("the body must be an object with org") }
+        if let unknown = fields.keys.sorted().first(where: { !allowed.contains($0) }) {
+            throw APIError.badRequest("unknown key \(unknown); allowed: \(allowed.sorted().joined(separator: ", "))")
+        }
+        guard let org = body["org"]?.stringValue, ProgrammeSchema.isValidOrgCode(org) else {
+            throw APIError.badRequest("org must be an organisation code ([a-z0-9-]{1,64})")
+        }
+        for key in ["name", "orgName", "address"] where body[key] != nil && body[key] != .null && body[key]?.stringValue == nil {
+            throw APIError.badRequest("\(key) must be a string")
+        }
+        for key in ["name", "orgName"] {
+            if let text = body[key]?.stringValue, text.isEmpty || text.utf8.count > 200 { throw APIError.invalid("\(key) must be 1–200 bytes") }
+        }
+        let seconds = body["expiresInSeconds"].map { $0.intValue } ?? Self.defaultInviteSeconds
+        guard let seconds, (1...Self.maxInviteSeconds).contains(seconds) else {
+            throw APIError.badRequest("expiresInSeconds must be a whole number from 1 to \(Self.maxInviteSeconds) (90 days)")
+        }
+        guard joining.listening else {
+            throw APIError(.conflict, "conflict", "this node has no peer listener (progsync.peers.listen), so a new node could not present the invite; configure one and restart")
+        }
+        let me = replica.registry.node(replica.nodeID)
+        guard let address = body["address"]?.stringValue ?? me?.address else {
+            throw APIError(.conflict, "conflict", "no address for this node in the partnership; give the address partners reach its peer listener at (--address https://HOST:PORT)")
+        }
+        guard address.hasPrefix("https://"), !address.contains(where: \.isWhitespace), address.utf8.count <= 500 else {
+            throw APIError.badRequest("address must be an https:// address, e.g. https://progsync.jenv.example:7441")
+        }
+        let now = Replica.wallClockMilliseconds()
+        var secret = [UInt8](repeating: 0, count: 32)
+        var id = [UInt8](repeating: 0, count: 16)
+        for i in secret.indices { secret[i] = UInt8.random(in: 0...255) }
+        for i in id.indices { id[i] = UInt8.random(in: 0...255) }
+        var invite = Invite(id: Hex.encode(id), org: org, name: body["name"]?.stringValue, orgName: body["orgName"]?.stringValue,
+                            expiresAt: now + UInt64(seconds) * 1000, issuer: node.identity, issuerOrg: node.org, issuerAddress: address,
+                            issuerPin: joining.certificatePin, trustRoot: replica.trustRoot.json, secret: secret)
+        try invite.sign(with: node.identity)
+        try joining.invites.add(InviteBook.Entry(id: invite.id, org: org, name: invite.name, createdAt: now, expiresAt: invite.expiresAt,
+                                                 secretHash: Array(SHA256.hash(data: secret))))
+        audit.operatorAction("invite", object: "org:\(org)", result: "issued", user: await context.author(),
+                             detail: "invite \(invite.id) until \(Stamp.iso8601(milliseconds: invite.expiresAt))")
+        return JSONResponse.make(status: .created, invite.json)
+    }
+
+    func inviteList() throws -> Response {
+        let now = Replica.wallClockMilliseconds()
+        let list = (joining?.invites.all ?? []).sorted { $0.createdAt < $1.createdAt }.map { entry -> JSONValue in
+            guard case .object(var o) = entry.json else { return entry.json }
+            o["secretHash"] = nil
+            o["state"] = .string(entry.usedAt != nil ? "used" : entry.expiresAt <= now ? "expired" : "open")
+            return .object(o)
+        }
+        return JSONResponse.make(.object(["invites": .array(list)]))
     }
 }

@@ -15,6 +15,8 @@ struct LocalAPI: Sendable, PartnerCommitIntake {
     let limits: DaemonConfiguration.Limits
     let events: EventBroadcaster
     let committer: GroupCommitter
+    /// Invites this node issues; nil where no daemon runs (the OpenAPI test's route listing).
+    var joining: Joining? = nil
     let peerSet: PeerSet
     var peers: [PeerReplicator] { peerSet.replicators }
     let reconciler: Reconciler

@@ -216,8 +216,12 @@ public struct NodeTLSIdentity: Sendable {
 ///
 /// TLS 1.3 only. The custom verification callback replaces chain verification entirely (no CA
 /// store is loaded, dates and names are not checked): the pin is the whole decision.
+///
+/// `acceptStrangers()`: an invite is open, so an unknown certificate completes the handshake;
+/// `PeerMembershipMiddleware` then lets it reach the join route only.
 public func peerServerTLSConfiguration(
-    identity: NodeTLSIdentity, allowedPins: @escaping @Sendable () -> Set<String>, logger: Logger
+    identity: NodeTLSIdentity, allowedPins: @escaping @Sendable () -> Set<String>,
+    acceptStrangers: @escaping @Sendable () -> Bool = { false }, logger: Logger
 ) throws -> TLSChannelConfiguration {
     let certificate = try NIOSSLCertificate(bytes: Array(identity.certificatePEM.utf8), format: .pem)
     let privateKey = try NIOSSLPrivateKey(bytes: Array(identity.privateKeyPEM.utf8), format: .pem)
@@ -230,13 +234,13 @@ public func peerServerTLSConfiguration(
     tls.trustRoots = .certificates([])
     tls.sendCANameList = false
     return TLSChannelConfiguration(tlsConfiguration: tls) { certificates, promise in
-        promise.succeed(verifyPeerCertificate(certificates, allowedPins: allowedPins(), logger: logger))
+        promise.succeed(verifyPeerCertificate(certificates, allowedPins: allowedPins(), acceptStrangers: acceptStrangers, logger: logger))
     }
 }
 
 /// The decision of the peer listener's verification callback, on the chain the client presented.
 func verifyPeerCertificate(
-    _ certificates: [NIOSSLCertificate], allowedPins: Set<String>, logger: Logger
+    _ certificates: [NIOSSLCertificate], allowedPins: Set<String>, acceptStrangers: () -> Bool = { false }, logger: Logger
 ) -> NIOSSLVerificationResult {
     guard let leaf = certificates.first else {
         logger.warning("peer TLS refused: no client certificate")
@@ -250,6 +254,10 @@ func verifyPeerCertificate(
         return .failed
     }
     guard allowedPins.contains(pin) else {
+        if acceptStrangers() {
+            logger.info("peer TLS: an unknown certificate may present an invite (join route only)", metadata: ["pin": "\(pin)"])
+            return .certificateVerified
+        }
         logger.warning(
             "peer TLS refused: client certificate not in the partner registry", metadata: ["pin": "\(pin)"])
         return .failed

@@ -283,16 +283,22 @@ struct PeerLoadMiddleware: RouterMiddleware {
 
 /// The TLS handshake checks a partner's certificate against the partnership when a connection
 /// opens; a connection opened before a coordinator retired its node lives on, so each request
-/// is checked again against the partnership in force.
+/// is checked again against the partnership in force. A certificate of no active partner (let
+/// through while an invite is open) reaches the join route only.
 struct PeerMembershipMiddleware: RouterMiddleware {
     typealias Context = PeerRequestContext
     let replica: Replica
 
     func handle(_ request: Request, context: PeerRequestContext, next: (Request, PeerRequestContext) async throws -> Response) async throws -> Response {
         if let channel = context.channel, let certificate = try? await channel.nioSSL_peerCertificate().get(),
-           let pin = try? NodeTLSIdentity.pin(of: certificate),
-           !replica.registry.nodes.values.contains(where: { !$0.isRetired && $0.certificatePin == pin }) {
-            throw APIError(.forbidden, "forbidden", "the certificate \(pin) is no active partner's: its node was retired by a coordinator")
+           let pin = try? NodeTLSIdentity.pin(of: certificate) {
+            let nodes = replica.registry.nodes.values
+            if !nodes.contains(where: { !$0.isRetired && $0.certificatePin == pin }), request.uri.path != PeerJoin.path {
+                let retired = nodes.contains { $0.isRetired && $0.certificatePin == pin }
+                throw APIError(.forbidden, "forbidden", retired
+                    ? "the certificate \(pin) is no active partner's: its node was retired by a coordinator"
+                    : "the certificate \(pin) is no partner's; a new node joins with an invite (progsyncd init --invite)")
+            }
         }
         return try await next(request, context)
     }

@@ -118,7 +118,7 @@ struct ApplyContext {
     mutating func ingest(origin: NodeID, _ group: [SignedCommit], fromHeld: Bool) throws {
         guard let node = registry.node(origin) else {
             for c in group {
-                try hold(c, CommitVerdict(.unknownKey, "origin \(origin) is not in the partner registry"), fromHeld: fromHeld)
+                try hold(c, CommitVerdict(.unknownNode, "node \(origin) is not admitted to the partnership (yet)"), fromHeld: fromHeld)
             }
             return
         }
@@ -636,7 +636,7 @@ struct ApplyContext {
             // Unknown origins share one allowance: anyone can make a new key.
             let (scope, arguments, cap): (String, StatementArguments, Int) = known
                 ? ("origin = ?", [origin], limits.heldPerOrigin)
-                : ("reason = 'unknown-key'", [], limits.heldUnknownOrigins)
+                : ("reason = 'unknown-node'", [], limits.heldUnknownOrigins)
             let count = try Int.fetchOne(db, sql: "SELECT count(*) FROM held WHERE \(scope)", arguments: arguments) ?? 0
             guard count > cap else { continue }
             try db.execute(

@@ -194,6 +194,11 @@ extension Replica {
                 ) WITHOUT ROWID;
                 """)
         }
+        migrator.registerMigration("v10-unknown-node") { db in
+            // The hold for a commit whose node no coordinator has admitted yet is named for the
+            // node (#12): `unknown-node`, once `unknown-key`.
+            try db.execute(sql: "UPDATE held SET reason = 'unknown-node' WHERE reason = 'unknown-key'")
+        }
         return migrator
     }
 }

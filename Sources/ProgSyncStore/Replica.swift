@@ -395,6 +395,8 @@ public final class Replica: Sendable {
     }
 
     public var registry: PartnerRegistry { state.withLock { $0.registry } }
+    /// The registry this node was bootstrapped with; every node of a partnership shares it.
+    public var trustRoot: PartnerRegistry { state.withLock { $0.trustRoot } }
 
     // MARK: Reading
 

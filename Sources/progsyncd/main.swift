@@ -184,20 +184,30 @@ struct RotateKey: AsyncParsableCommand {
     }
 }
 
-struct Init: ParsableCommand {
+struct Init: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Create a node identity and print what partners need to list it in their registry.",
+        abstract: "Create a node identity; with --invite, join the partnership through a coordinator.",
         discussion: """
-            Example: progsyncd init --data-dir /var/lib/progsync --org politie --name politie-utrecht \\
-                       --address https://progsync.politie.example:7441 --request politie-utrecht.join.json
-            A coordinator admits the node with `progsync partners add politie-utrecht.join.json`.
+            With an invite (made at a coordinator by `progsync partners invite`), the node presents \
+            it to the coordinator over mutual TLS and is admitted at once; then start progsyncd and \
+            it pulls the whole replica, the partnership included. A refused invite changes nothing.
+
+              progsyncd init --data-dir /var/lib/progsync --invite politie.invite \\
+                --name politie-utrecht --address https://progsync.politie.example:7441
+
+            Offline, add --request FILE: the node is set up from the invite and the request is \
+            written instead; the coordinator admits it with `progsync partners add FILE` and sends \
+            back a bundle (`progsync bundle export`, then `progsync bundle import` here).
+
+            Without an invite: progsyncd init --data-dir DIR --org politie --request FILE, and the \
+            coordinator's registry.json copied in by hand.
             """)
 
     @Option(name: .long, help: "Data folder for the new node.")
     var dataDir: String = ProcessInfo.processInfo.environment["PROGSYNC_DATA"] ?? "./progsync-data"
 
-    @Option(name: .long, help: "Organisation code, e.g. politie, om, comensha, jenv.")
-    var org: String
+    @Option(name: .long, help: "Organisation code, e.g. politie, om, comensha, jenv (with --invite: the invite's).")
+    var org: String?
 
     @Option(name: .long, help: "A name for this node, shown to partners.")
     var name: String?
@@ -205,23 +215,31 @@ struct Init: ParsableCommand {
     @Option(name: .long, help: "Where partners reach this node's peer listener, e.g. https://progsync.politie.example:7441 (none: it only dials out).")
     var address: String?
 
-    @Option(name: .long, help: "Also write the join request a coordinator admits with `progsync partners add FILE`.")
+    @Option(name: .long, help: "An invite file from a coordinator (`progsync partners invite`).")
+    var invite: String?
+
+    @Option(name: .long, help: "Write a join request for `progsync partners add FILE` (with --invite: instead of calling the coordinator).")
     var request: String?
 
     func validate() throws {
-        guard ProgrammeSchema.isValidOrgCode(org) else { throw ValidationError("--org must be a lower-case code like politie ([a-z0-9-])") }
+        if let org, !ProgrammeSchema.isValidOrgCode(org) { throw ValidationError("--org must be a lower-case code like politie ([a-z0-9-])") }
+        if org == nil, invite == nil { throw ValidationError("give --org CODE, or --invite FILE from a coordinator") }
         if let address, !(address.hasPrefix("https://") || address.hasPrefix("http://")) || address.contains(where: \.isWhitespace) || address.utf8.count > 500 {
             throw ValidationError("--address must be an https:// address, e.g. https://progsync.politie.example:7441")
         }
     }
 
-    func run() throws {
+    func run() async throws {
         umask(0o077)
+        if let invite {
+            try await join(invite)
+            return
+        }
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let node: NodeFiles.StoredIdentity
         let tls: NodeTLSIdentity
         do {
-            node = try NodeFiles.createIdentity(at: dataDir + "/identity.json", org: org, name: name)
+            node = try NodeFiles.createIdentity(at: dataDir + "/identity.json", org: org!, name: name)
             tls = try NodeTLSIdentity.create(commonName: name ?? node.identity.id.rawValue)
             try tls.write(certificatePath: dataDir + "/tls-cert.pem", keyPath: dataDir + "/tls-key.pem")
         } catch {
@@ -241,5 +259,37 @@ struct Init: ParsableCommand {
             Registry entry for partners (add "address": "https://HOST:PORT" if partners can reach it):
             \(JSONValue.object(["id": .string(node.identity.id.rawValue), "name": .string(node.name ?? node.identity.id.rawValue), "publicKey": .string(node.identity.publicKeyBase64), "certificatePin": .string(tls.pin)]).prettyString())
             """)
+    }
+
+    func join(_ invite: String) async throws {
+        let outcome: NodeJoin.Outcome
+        do {
+            outcome = try await NodeJoin.join(dataDirectory: dataDir, invitePath: invite, org: org, name: name, address: address, offlineRequest: request)
+        } catch {
+            FileHandle.standardError.write(Data("progsyncd: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        print("""
+            node:        \(outcome.node.identity.id)
+            org:         \(outcome.org)
+            name:        \(outcome.node.name ?? "-")
+            certificate: \(outcome.pin)
+            identity:    \(dataDir)/identity.json, \(dataDir)/tls-key.pem (keep them private)
+            """)
+        if let commit = outcome.commit {
+            print("""
+                admitted:    by coordinator node \(outcome.coordinator) in commit \(commit)
+
+                Next: start progsyncd (with progsync.peers.listen if partners should reach it); it pulls
+                the whole replica from the coordinator, the partnership included.
+                """)
+        } else {
+            print("""
+                join request: \(request!)
+
+                Next: the coordinator runs `progsync partners add \(request!)` and sends back a bundle
+                (`progsync bundle export --all -o FILE`); here, start progsyncd and `progsync bundle import FILE`.
+                """)
+        }
     }
 }

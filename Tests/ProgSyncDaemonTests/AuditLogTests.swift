@@ -86,7 +86,7 @@ struct AuditLogTests {
         #expect(find("bundle-import", "imported").count == 1)
         // 30 commits of one origin held for one reason: one event for the lot, not 30.
         let held = find("remote-commit", "held")
-        #expect(held.count == 1 && held[0]["reason"]?.stringValue == "unknown-key", "\(list)")
+        #expect(held.count == 1 && held[0]["reason"]?.stringValue == "unknown-node", "\(list)")
         #expect(held.first?["object"]?.stringValue?.hasSuffix("/1…\(held.first?["actor"]?.stringValue ?? "")/30") == true, "\(held)")
         #expect(held.first?["detail"]?.stringValue?.hasPrefix("30 commits") == true, "\(held)")
         #expect(held.first?["origin"]?.stringValue?.hasPrefix("bundle:") == true)

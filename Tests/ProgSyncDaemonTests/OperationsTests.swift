@@ -130,7 +130,7 @@ struct OperationsTests {
         #expect(report.rejected.count == 1)
         let text = String(decoding: metrics.render(), as: UTF8.self)
         #expect(text.contains(#"progsync_commits_applied_total{origin_org="politie"} 2"#), "\(text)")
-        #expect(text.contains(#"progsync_commits_held_total{origin_org="unknown",reason="unknown-key"} 1"#), "\(text)")
+        #expect(text.contains(#"progsync_commits_held_total{origin_org="unknown",reason="unknown-node"} 1"#), "\(text)")
         let reason = report.rejected[0].reason.rawValue
         #expect(text.contains(#"progsync_commits_refused_total{origin_org="politie",reason="\#(reason)"} 1"#), "\(text)")
         #expect(text.contains("# HELP progsync_commits_applied_total "))

@@ -66,7 +66,7 @@ import Testing
         #expect(tls.contains { $0["reason"] == "no-client-certificate" }, "\(tls)")
         let commits = events.filter { $0["action"] == "remote-commit" }
         #expect(commits.contains {
-            $0["result"] == "held" && $0["reason"] == "unknown-key" && $0["object"]?.stringValue == "\(held.commit.ref)"
+            $0["result"] == "held" && $0["reason"] == "unknown-node" && $0["object"]?.stringValue == "\(held.commit.ref)"
                 && $0["origin"]?.stringValue == "push:\(politie.id)"
         }, "\(commits)")
         #expect(commits.contains { $0["result"] == "refused" && $0["reason"] == "bad-signature" && $0["actor"]?.stringValue == politie.id }, "\(commits)")

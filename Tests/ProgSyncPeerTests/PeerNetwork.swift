@@ -37,6 +37,9 @@ final class PeerNetwork: @unchecked Sendable {
     var links: [String: Set<String>] = [:]
     /// Nodes in no registry but their own: they join through a coordinator's admission.
     var outsiders: Set<String> = []
+    /// Nodes set up by `progsyncd init --invite`: their trust root came with the invite, and
+    /// `start` leaves their registry file alone.
+    var joined: Set<String> = []
 
     static func locate(_ name: String) -> String {
         let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
@@ -87,9 +90,33 @@ final class PeerNetwork: @unchecked Sendable {
         ])
     }
 
+    /// Runs `progsyncd init --invite` for a new node `name`; on success the node is part of the
+    /// network (not started). `extra` adds options (`--request FILE` for the offline join).
+    func join(_ name: String, invite: String, extra: [String] = []) throws -> (status: Int32, output: String) {
+        let folder = root + "/" + name
+        let port = try Self.freePort()
+        let result = try Self.run(Self.progsyncd, ["init", "--data-dir", folder, "--invite", invite, "--name", name,
+                                                   "--address", "https://127.0.0.1:\(port)"] + extra)
+        guard result.status == 0 else { return result }
+        let identity = try JSONParser.parse([UInt8](FileManager.default.contents(atPath: folder + "/identity.json")!))
+        let pin = result.output.split(separator: "\n").first { $0.hasPrefix("certificate:") }
+            .map { String($0.dropFirst("certificate:".count)).trimmingCharacters(in: .whitespaces) } ?? ""
+        let key = try Curve25519.Signing.PrivateKey(rawRepresentation: Base64.decode(identity["privateKey"]!.stringValue!)!)
+        nodes[name] = Node(
+            name: name, org: identity["org"]!.stringValue!, folder: folder, port: port, id: identity["id"]!.stringValue!,
+            publicKey: identity["publicKey"]!.stringValue!, pin: pin, privateKey: key,
+            client: try HTTPClient(configuration: .init(unixSocketPath: folder + "/progsync.sock", requestTimeout: .seconds(60))))
+        order.append(name)
+        joined.insert(name)
+        outsiders.insert(name)
+        return result
+    }
+
     func start(_ name: String, sample: Bool = false) throws {
         var node = nodes[name]!
-        try (registry(for: name).prettyString() + "\n").write(toFile: node.folder + "/registry.json", atomically: true, encoding: .utf8)
+        if !joined.contains(name) {
+            try (registry(for: name).prettyString() + "\n").write(toFile: node.folder + "/registry.json", atomically: true, encoding: .utf8)
+        }
         let process = Process()
         let command = node.launchPrefix + [Self.progsyncd, "--data-dir", node.folder] + (sample ? [] : ["--empty"])
         process.executableURL = URL(fileURLWithPath: command[0].hasPrefix("/") ? command[0] : "/usr/bin/env")

@@ -143,7 +143,7 @@ import Testing
                 origin: stranger.id, seq: 1, stamp: Stamp(milliseconds: network.clock.now, counter: UInt16(i)), author: "x", prev: [],
                 changes: [Change(record: "z\(i)", field: "title", value: "x")]), with: stranger)])
         }
-        #expect(try receiver.heldCommits().filter { $0.reason == .unknownKey }.count == 4)
+        #expect(try receiver.heldCommits().filter { $0.reason == .unknownNode }.count == 4)
         // Refused: commits signed by another key under com's origin.
         for i in 0..<8 {
             let forged = try signed(commit(origin: "com", seq: 1, value: .string("v\(i)")), by: "pol")

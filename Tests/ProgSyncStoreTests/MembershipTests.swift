@@ -42,7 +42,7 @@ import Testing
 
         let first = try observer()
         let held = try first.apply([own])
-        #expect(held.held.map(\.reason) == [.unknownKey])
+        #expect(held.held.map(\.reason) == [.unknownNode])
         let released = try first.apply([admission])
         #expect(released.applied == 2)
         #expect(try first.heldCommits().isEmpty)

@@ -184,7 +184,7 @@ import Testing
         let commit = try SignedCommit.sign(
             Commit(origin: stranger.id, seq: 1, stamp: Stamp(milliseconds: network.clock.now, counter: 0), author: "x", prev: [],
                    changes: [Change(record: "n1", field: "owner", value: "nla")]), with: stranger)
-        try expectRefused(commit, .unknownKey, receiver: receiver, held: true)
+        try expectRefused(commit, .unknownNode, receiver: receiver, held: true)
         var registry = network.registry
         registry.add(PartnerRegistry.Node(org: "nla", publicKey: stranger.publicKey))
         try receiver.updateRegistry(registry)
