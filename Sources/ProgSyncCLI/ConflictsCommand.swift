@@ -103,13 +103,14 @@ extension ConflictsCommand {
 struct QuarantineCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "quarantine",
-        abstract: "List commits held back (clock ahead, unknown key, gap, missing dependency) and release them.",
+        abstract: "List commits held back (clock ahead, unknown node, gap, missing dependency) and release them; and what a retired node signed after its retirement.",
         discussion: """
             Examples:
               progsync quarantine list
               progsync quarantine release 3fa2c1
             """,
-        subcommands: [List.self, Release.self]
+        subcommands: [List.self, Release.self],
+        defaultSubcommand: List.self
     )
 }
 

@@ -324,6 +324,18 @@ public enum HumanFormat {
             }
             out += table.render(maxWidth: width, shrink: 3, minShrinkWidth: 20) + "\n"
         }
+        if let withheld = v["withheld"]?.arrayValue, !withheld.isEmpty {
+            out += "withheld: signed by a node a coordinator retired before them (undone where merged; enter again what should stay)\n"
+            var table = TextTable(headers: ["ORIGIN", "ORG", "SEQ", "RETIRED AFTER", "TIME", "CHANGES"])
+            for w in withheld {
+                let changes = (w["changes"]?.arrayValue ?? []).map {
+                    "\(valueText($0["record"])).\(valueText($0["field"]))=\(($0["value"] ?? .null).canonicalString.prefix(40))"
+                }
+                table.append([valueText(w["origin"]), valueText(w["org"]), int(w["seq"]), int(w["retiredAfter"]), valueText(w["time"]),
+                              changes.joined(separator: "; ")])
+            }
+            out += table.render(maxWidth: width, shrink: 5, minShrinkWidth: 20) + "\n"
+        }
         guard !held.isEmpty else { return out + "nothing held in quarantine\n" }
         var table = TextTable(headers: ["HASH", "ORIGIN", "SEQ", "REASON", "TIME", "RECEIVED", "DETAIL"])
         for h in held {

@@ -279,7 +279,17 @@ struct LocalAPI: Sendable, PartnerCommitIntake {
                 "needsSchema": .int(Int64(n.schema)), "gaps": .array(n.gaps.map { .string($0) }),
             ])
         }
-        return JSONResponse.make(.object(["held": .array(held), "newerSchema": .array(newer)]))
+        let registry = replica.registry
+        let withheld: [JSONValue] = try replica.withheldCommits().map { signed in
+            let c = signed.commit
+            return .object([
+                "origin": .string(c.origin.rawValue), "seq": .int(Int64(c.seq)), "org": .string(registry.org(of: c.origin) ?? "unknown"),
+                "reason": "retired", "retiredAfter": registry.node(c.origin)?.retiredAfter.map { .int(Int64($0)) } ?? .null,
+                "time": .string(c.stamp.description),
+                "changes": .array(c.changes.map { .object(["record": .string($0.record), "field": .string($0.field), "value": $0.value]) }),
+            ])
+        }
+        return JSONResponse.make(.object(["held": .array(held), "newerSchema": .array(newer), "withheld": .array(withheld)]))
     }
 
     func release(_ hashText: String, _ context: LocalRequestContext) async throws -> Response {

@@ -119,6 +119,16 @@ extension Replica {
         }
     }
 
+    /// Commits withheld because their node was retired before them (`partners remove|revoke`):
+    /// stored and relayed, never merged; listed so people can enter again what should stay.
+    public func withheldCommits(limit: Int = 1000) throws -> [SignedCommit] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT body, sig FROM commits WHERE status = 2 ORDER BY lsn LIMIT ?", arguments: [limit]).map { row in
+                try SignedCommit(canonicalBytes: [UInt8](row[0] as Data), signature: [UInt8](row[1] as Data))
+            }
+        }
+    }
+
     /// Stored commits in arrival order after `lsn`: the changes feed.
     public func commits(afterLSN lsn: Int64, limit: Int) throws -> [StoredCommit] {
         try pool.read { db in

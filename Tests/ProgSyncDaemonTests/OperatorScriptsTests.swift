@@ -29,16 +29,18 @@ struct OperatorScriptsTests {
         }
     }
 
-    /// Deploy/local-network.sh's three nodes converge and `status` shows one equal digest per node
-    /// (it printed `digest ?` while `--socket` had to follow the subcommand).
+    /// Deploy/local-network.sh builds its network through invites (`--orgs 4`: jenv, politie,
+    /// comensha, vng), the nodes converge and `status` shows one equal digest per node (it
+    /// printed `digest ?` while `--socket` had to follow the subcommand).
     @Test(.timeLimit(.minutes(3))) func localNetworkStatusShowsEqualDigests() async throws {
         let net = FileManager.default.temporaryDirectory.appendingPathComponent("progsync-net-\(UUID().uuidString.prefix(8))").path
         let script = Self.repository.appendingPathComponent("Deploy/local-network.sh").path
         let env = Binaries.cleanEnvironment([
             "PROGSYNC_NET": net, "PROGSYNC_BIN": URL(fileURLWithPath: Binaries.progsyncd).deletingLastPathComponent().path,
+            "PROGSYNC_NET_BASE_PORT": "\(Int.random(in: 30_000...40_000))",
         ])
         defer { try? FileManager.default.removeItem(atPath: net) }
-        let start = try await runProcess("/bin/bash", [script, "start"], environment: env, timeout: 60)
+        let start = try await runProcess("/bin/bash", [script, "start", "--orgs", "4"], environment: env, timeout: 60)
         #expect(start.exitCode == 0, "\(start)")
         var status = start
         var digests: [String] = []
@@ -48,10 +50,13 @@ struct OperatorScriptsTests {
             digests = s.stdout.split(separator: "\n").compactMap { line in
                 line.range(of: "digest ").map { String(line[$0.upperBound...]) }
             }
-            if digests.count == 3 && Set(digests).count == 1 { return true }
+            if digests.count == 4 && Set(digests).count == 1 { return true }
             try? await Task.sleep(for: .milliseconds(500))
             return false
         }
+        let partners = try await runProcess(Binaries.progsync, ["partners", "list", "--socket", net + "/vng/progsync.sock"], environment: env)
+        #expect(["jenv", "politie", "comensha", "vng"].allSatisfy { partners.stdout.contains($0) } && !partners.stdout.contains("retired"), "\(partners)")
+        #expect(start.stdout.contains("vng: joined by invite"), "\(start)")
         let stop = try await runProcess("/bin/bash", [script, "stop"], environment: env, timeout: 60)
         #expect(stop.exitCode == 0, "\(stop)")
         #expect(converged, "\(status)")

@@ -138,4 +138,37 @@ import Testing
         #expect(author?.stringValue == newID, "\(String(describing: author))")
         _ = try await net.waitForAgreement(timeout: 30)
     }
+
+    /// `partners revoke --after SEQ` on daemons (a stolen key): what the node signed beyond SEQ is
+    /// undone on every node and listed as withheld for people to enter again; what came before stays.
+    @Test func aRevokedNodesLaterCommitsAreUndoneEverywhereAndListed() async throws {
+        let net = try PeerNetwork([("jenv", "jenv"), ("politie", "politie"), ("comensha", "comensha")])
+        defer { net.tearDown() }
+        for name in ["jenv", "politie", "comensha"] { try net.start(name, sample: name == "jenv") }
+        _ = try await net.waitForAgreement(timeout: 30)
+        let original = try await net.request("jenv", "GET", "/v1/records/al1.r01.a10").1["fields"]?["explanation"]
+        var seqs: [Int64] = []
+        for change: JSONValue in [["status": "delayed"], ["explanation": "Door een gestolen sleutel"], ["status": "completed"]] {
+            let (status, answer) = try await net.request("politie", "PATCH", "/v1/records/al1.r01.a10", change)
+            #expect(status == 200, "\(answer)")
+            seqs.append(answer["commit"]?["seq"]?.intValue ?? -1)
+        }
+        _ = try await net.waitForAgreement(timeout: 30)
+
+        let revoked = try cli(net, "jenv", ["partners", "revoke", "politie", "--after", "\(seqs[0])"])
+        #expect(revoked.status == 0 && revoked.output.contains("undone here") && revoked.output.contains("2 commits"), "\(revoked.output)")
+        for node in ["jenv", "comensha"] {
+            let undone = try await eventually(15) {
+                let fields = try await net.request(node, "GET", "/v1/records/al1.r01.a10").1["fields"]
+                return fields?["status"] == "delayed" && fields?["explanation"] == original
+            }
+            #expect(undone, "\(node): politie's commits after \(seqs[0]) are undone, the one before stays")
+            let withheld = try await net.request(node, "GET", "/v1/quarantine").1["withheld"]?.arrayValue ?? []
+            #expect(withheld.compactMap { $0["seq"]?.intValue }.sorted() == Array(seqs[1...]) && withheld.allSatisfy { $0["reason"] == "retired" },
+                    "\(node) lists what was undone: \(withheld)")
+        }
+        let listed = try cli(net, "comensha", ["quarantine"])
+        #expect(listed.output.contains("withheld") && listed.output.contains("Door een gestolen sleutel"), "\(listed.output)")
+        _ = try await net.waitForAgreement(["jenv", "comensha"], timeout: 30)
+    }
 }
