@@ -9,7 +9,8 @@
 #   --orgs N   organisations (default 3; a running network keeps its size)
 #   --mesh     every node dials every other; default: a hub, the others dial jenv only
 # Folder: $PROGSYNC_NET (default /tmp/progsync-net). Binaries: $PROGSYNC_BIN (default .build/release,
-# else .build/debug). Peer ports from $PROGSYNC_NET_BASE_PORT (default 7441: jenv 7441, politie 7442, ...).
+# else .build/debug). Peer ports from $PROGSYNC_NET_BASE_PORT (default 7441: jenv 7441, politie 7442, ...;
+# keep them below the ephemeral range, 32768 and up on Linux, where outgoing connections take theirs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NET=${PROGSYNC_NET:-/tmp/progsync-net}
@@ -38,7 +39,9 @@ launch() {
     local org=$1 port
     port=$(port_of "$org")
     if running "$org"; then echo "$org: already running (pid $(cat "$NET/$org/pid"))"; return; fi
-    local env=(PROGSYNC_PEERS_LISTEN="127.0.0.1:$port")
+    # Every partner calls from 127.0.0.1 here, where across organisations each has its own
+    # address: the per-address connection cap (32) would refuse the hub's 17th spoke.
+    local env=(PROGSYNC_PEERS_LISTEN="127.0.0.1:$port" PROGSYNC_PEERS_MAX_CONNECTIONS_PER_ADDRESS=1000)
     [ "$org" = jenv ] || [ -f "$NET/mesh" ] || env+=(PROGSYNC_PEERS_CONNECT=jenv)
     # The daemon keeps none of our descriptors: a caller waiting for its pipes (a CI step, a
     # test) would otherwise wait until the daemons stop.
@@ -51,7 +54,7 @@ launch() {
 
 wait_socket() {
     local _
-    for _ in $(seq 1 200); do [ -S "$NET/$1/progsync.sock" ] && "$BIN/progsync" --socket "$NET/$1/progsync.sock" status > /dev/null 2>&1 && return; sleep 0.1; done
+    for _ in $(seq 1 600); do [ -S "$NET/$1/progsync.sock" ] && "$BIN/progsync" --socket "$NET/$1/progsync.sock" status > /dev/null 2>&1 && return; sleep 0.1; done
     echo "$1: did not start; see $NET/$1/daemon.log" >&2
     exit 1
 }

@@ -11,7 +11,7 @@ Deploy/local-network.sh, measured as a partnership would feel it:
 - anchor: the same run's local write on the writing node (PATCH over its socket, answered once
   the commit is durable), so a slow machine shows as a slow anchor.
 
-Usage: Benchmarks/network/network_bench.py [--orgs 50] [--mesh] [--changes 60] [--bin DIR]
+Usage: Benchmarks/network/network_bench.py [--orgs 50] [--mesh] [--changes 40] [--pause 1.0] [--bin DIR]
 The last line:
 network-50: joined in <J> s, propagation to all 49 p50 <A> ms p99 <B> ms, RSS per node <R> MB, threads per node <T>
 """
@@ -131,14 +131,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orgs", type=int, default=50)
     parser.add_argument("--mesh", action="store_true", help="every node dials every other (default: the others dial the hub only)")
-    parser.add_argument("--changes", type=int, default=60)
+    parser.add_argument("--changes", type=int, default=40)
+    parser.add_argument("--pause", type=float, default=1.0, help="seconds between one change reaching every node and the next change")
     parser.add_argument("--bin", default=os.path.join(ROOT, ".build", "release"))
     parser.add_argument("--keep", action="store_true", help="leave the network's folder")
     args = parser.parse_args()
     if not os.access(os.path.join(args.bin, "progsyncd"), os.X_OK):
         sys.exit(f"no progsyncd in {args.bin}; build it: swift build -c release --product progsyncd && swift build -c release --product progsync")
     net = tempfile.mkdtemp(prefix="progsync-network-")
-    env = dict(os.environ, PROGSYNC_NET=net, PROGSYNC_BIN=args.bin, PROGSYNC_NET_BASE_PORT=str(random.randint(30000, 40000)))
+    env = dict(os.environ, PROGSYNC_NET=net, PROGSYNC_BIN=args.bin, PROGSYNC_NET_BASE_PORT=str(random.randint(20000, 28000)))
     env = {k: v for k, v in env.items() if not k.startswith("PROGSYNC_") or k in ("PROGSYNC_NET", "PROGSYNC_BIN", "PROGSYNC_NET_BASE_PORT")}
     script = os.path.join(ROOT, "Deploy", "local-network.sh")
     topology = "full mesh" if args.mesh else "hub (the others dial jenv only)"
@@ -204,7 +205,8 @@ def main():
                 spreads.append(10_000.0)
             else:
                 spreads.append((max(arrivals) - t0) * 1000)
-            time.sleep(0.25)
+            # One change at a time: the next waits until the network is quiet again.
+            time.sleep(args.pause)
         time.sleep(2)
         rss, threads = [], []
         for org in orgs:

@@ -37,7 +37,7 @@ struct OperatorScriptsTests {
         let script = Self.repository.appendingPathComponent("Deploy/local-network.sh").path
         let env = Binaries.cleanEnvironment([
             "PROGSYNC_NET": net, "PROGSYNC_BIN": URL(fileURLWithPath: Binaries.progsyncd).deletingLastPathComponent().path,
-            "PROGSYNC_NET_BASE_PORT": "\(Int.random(in: 30_000...40_000))",
+            "PROGSYNC_NET_BASE_PORT": "\(Int.random(in: 20_000...28_000))",
         ])
         defer { try? FileManager.default.removeItem(atPath: net) }
         let start = try await runProcess("/bin/bash", [script, "start", "--orgs", "4"], environment: env, timeout: 60)
