@@ -58,6 +58,11 @@ struct PeerJoin: Sendable {
             throw APIError(.forbidden, "invite-other-node", "this invite was issued by node \(invite.issuer), not by this node (\(me.identity.id)); present it there")
         }
         let joining = try PartnerAdmission.request(requestJSON)
+        // An invite admits a new node; retiring one (a key rotation's `replaces`) stays with a
+        // coordinator's own `partners add`, or an invite for politie could retire politie's node.
+        for key in ["replaces", "replacesAfter"] where requestJSON[key] != nil && requestJSON[key] != .null {
+            throw APIError(.forbidden, "forbidden", "a join by invite admits a new node only; a key rotation (\(key)) goes to a coordinator as a request file (progsync partners add)")
+        }
         guard joining.publicKey.isValidSignature(proof, for: Invite.proofBytes(inviteID: invite.id, request: requestJSON)) else {
             throw APIError(.forbidden, "forbidden", "the join request is not signed by the key it asks to admit")
         }

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import ProgSyncCore
 import ProgSyncHTTPClient
@@ -95,9 +96,10 @@ import Testing
         #expect(states.filter { $0 == "used" }.count == 3 && states.contains("expired"), "\(invites)")
 
         // While invites are open a stranger completes the TLS handshake, but reaches nothing but the join route.
-        _ = try invite(net, org: "om", name: "om-4")
+        let om4 = try invite(net, org: "om", name: "om-4")
         let stranger = net.root + "/stranger"
-        #expect(try PeerNetwork.run(PeerNetwork.progsyncd, ["init", "--data-dir", stranger, "--org", "politie"]).status == 0)
+        let strangerInit = try PeerNetwork.run(PeerNetwork.progsyncd, ["init", "--data-dir", stranger, "--org", "om"])
+        #expect(strangerInit.status == 0)
         let client = try HTTPClient(configuration: .init(tls: .init(
             clientCertificatePath: stranger + "/tls-cert.pem", clientKeyPath: stranger + "/tls-key.pem",
             pinnedPublicKey: net.nodes["jenv"]!.pin, verifyPeer: false, verifyHost: false)))
@@ -107,6 +109,28 @@ import Testing
         let answer = try await client.send(hello)
         #expect(answer.status == 403 && String(decoding: answer.body, as: UTF8.self).contains("joins with an invite"),
                 "\(answer.status) \(String(decoding: answer.body, as: UTF8.self))")
+
+        // An invite admits a new node only: a join that would also retire one (a rotation's
+        // `replaces`) is refused, and the invite stays open.
+        let identity = try JSONParser.parse([UInt8](FileManager.default.contents(atPath: stranger + "/identity.json")!))
+        let key = try Curve25519.Signing.PrivateKey(rawRepresentation: Base64.decode(identity["privateKey"]!.stringValue!)!)
+        let pin = strangerInit.output.split(separator: "\n").first { $0.hasPrefix("certificate:") }
+            .map { String($0.dropFirst("certificate:".count)).trimmingCharacters(in: .whitespaces) } ?? ""
+        let inviteJSON = try JSONParser.parse(Array(try String(contentsOfFile: om4, encoding: .utf8).utf8))
+        let request: JSONValue = [
+            "progsyncJoinRequest": 1, "node": identity["id"]!, "org": "om", "name": "thief", "publicKey": identity["publicKey"]!,
+            "certificatePin": .string(pin), "replaces": .string(net.nodes["politie"]!.id),
+        ]
+        let proof = try key.signature(for: JSONValue.object(["invite": inviteJSON["id"]!, "request": request]).canonicalBytes)
+        var join = HTTPClientRequest(method: "POST", url: "https://127.0.0.1:\(net.nodes["jenv"]!.port)/v1/peer/join",
+                                     body: JSONValue.object(["invite": inviteJSON, "request": request, "proof": .string(Base64.encode(Array(proof)))]).canonicalBytes)
+        join.addHeader("Progsync-Protocol", "2")
+        join.addHeader("Content-Type", "application/json")
+        let retiring = try await client.send(join)
+        #expect(retiring.status == 403 && String(decoding: retiring.body, as: UTF8.self).contains("admits a new node only"),
+                "\(retiring.status) \(String(decoding: retiring.body, as: UTF8.self))")
+        #expect(try await net.request("jenv", "GET", "/v1/partners/politie").1["state"] == "active")
+        #expect(try await partnerCount(net) == count + 2, "om-1 and om-2 joined; the thief did not")
     }
 
     @Test func anOfflineNodeJoinsThroughARequestAndABundle() async throws {
