@@ -74,10 +74,12 @@ struct PeerJoin: Sendable {
                 throw APIError(.forbidden, "forbidden", "the join request pins \(requestJSON["certificatePin"]?.stringValue ?? "no certificate"), but this connection presents \(pin)")
             }
         }
+        // The coordinator's words in the invite win: the node's name when it gave one, and the
+        // organisation's name only from the invite (a joining node does not rename its org).
         var admitted = requestJSON
         if case .object(var fields) = admitted {
-            if fields["name"] == nil || fields["name"] == .null, let name = invite.name { fields["name"] = .string(name) }
-            if let orgName = invite.orgName { fields["orgName"] = .string(orgName) }
+            if let name = invite.name { fields["name"] = .string(name) }
+            fields["orgName"] = invite.orgName.map { .string($0) }
             admitted = .object(fields)
         }
         let writes = try PartnerAdmission(replica: replica).admission(try PartnerAdmission.request(admitted))
