@@ -96,7 +96,7 @@ import Testing
         #expect(states.filter { $0 == "used" }.count == 3 && states.contains("expired"), "\(invites)")
 
         // While invites are open a stranger completes the TLS handshake, but reaches nothing but the join route.
-        let om4 = try invite(net, org: "om", name: "om-4")
+        _ = try invite(net, org: "om", name: "om-4")
         let stranger = net.root + "/stranger"
         let strangerInit = try PeerNetwork.run(PeerNetwork.progsyncd, ["init", "--data-dir", stranger, "--org", "om"])
         #expect(strangerInit.status == 0)
@@ -116,9 +116,10 @@ import Testing
         let key = try Curve25519.Signing.PrivateKey(rawRepresentation: Base64.decode(identity["privateKey"]!.stringValue!)!)
         let pin = strangerInit.output.split(separator: "\n").first { $0.hasPrefix("certificate:") }
             .map { String($0.dropFirst("certificate:".count)).trimmingCharacters(in: .whitespaces) } ?? ""
-        let inviteJSON = try JSONParser.parse(Array(try String(contentsOfFile: om4, encoding: .utf8).utf8))
+        let politieInvite = try invite(net, org: "politie", name: "politie-2")
+        let inviteJSON = try JSONParser.parse(Array(try String(contentsOfFile: politieInvite, encoding: .utf8).utf8))
         let request: JSONValue = [
-            "progsyncJoinRequest": 1, "node": identity["id"]!, "org": "om", "name": "thief", "publicKey": identity["publicKey"]!,
+            "progsyncJoinRequest": 1, "node": identity["id"]!, "org": "politie", "name": "thief", "publicKey": identity["publicKey"]!,
             "certificatePin": .string(pin), "replaces": .string(net.nodes["politie"]!.id),
         ]
         let proof = try key.signature(for: JSONValue.object(["invite": inviteJSON["id"]!, "request": request]).canonicalBytes)
