@@ -41,6 +41,8 @@ let package = Package(
             name: "CZlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
+        // glibc's malloc.h (mallopt), which the Glibc module leaves out.
+        .systemLibrary(name: "CMalloc"),
         // Pure core: clock, ids, records, commits, signing, merge rule, digest. No I/O.
         .target(
             name: "ProgSyncCore",
@@ -87,7 +89,7 @@ let package = Package(
         .executableTarget(
             name: "progsyncd",
             dependencies: [
-                "ProgSyncDaemon", "ProgSyncBuildInfo",
+                "ProgSyncDaemon", "ProgSyncBuildInfo", "CMalloc",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),

@@ -301,6 +301,7 @@ func makePeerListener(
     let (host, port) = try splitHostPort(listen)
     let limits = configuration.peerLimits
     let router = Router(context: PeerRequestContext.self)
+    router.middlewares.add(LargeAnswerClosesConnection())
     router.middlewares.add(MetricsMiddleware())
     router.middlewares.add(JSONErrorMiddleware())
     router.middlewares.add(PeerProtocolMiddleware(me: "partner \(me.name ?? me.org) (\(me.org))"))

@@ -303,3 +303,21 @@ struct PeerMembershipMiddleware: RouterMiddleware {
         return try await next(request, context)
     }
 }
+
+/// Closes the connection after a large answer. NIOSSL keeps each connection's outbound buffer
+/// at the largest write it ever made (2.37.6 ignores its own cap): a partner's first pull of the
+/// whole replica left ~130 KB on each of a hub's idle connections, 12.9 MB with 49 partners
+/// (heaptrack). A new connection, a handshake per large answer, costs a millisecond of a batch
+/// that large.
+struct LargeAnswerClosesConnection: RouterMiddleware {
+    typealias Context = PeerRequestContext
+    static let largeAnswer = 32 * 1024
+
+    func handle(_ request: Request, context: PeerRequestContext, next: (Request, PeerRequestContext) async throws -> Response) async throws -> Response {
+        var response = try await next(request, context)
+        if let length = response.body.contentLength, length > Self.largeAnswer {
+            response.headers[.connection] = "close"
+        }
+        return response
+    }
+}

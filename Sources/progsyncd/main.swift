@@ -1,5 +1,6 @@
 // progsyncd: the progsync node daemon. Parses arguments and hands over to ProgSyncDaemon.
 import ArgumentParser
+import CMalloc
 import Configuration
 import SystemPackage
 import Foundation
@@ -45,6 +46,10 @@ struct Run: AsyncParsableCommand {
     var logLevel: String?
 
     func run() async throws {
+        // glibc gives each of up to 8×cores threads an arena of its own; what a partner's first
+        // pull of the replica leaves freed in them stays mapped. Two arenas: spokes of a
+        // 50-node network 59 MB instead of 61 MB RSS, the hub 83 instead of 85.
+        mallopt(M_ARENA_MAX, 2)
         // Whatever the daemon creates (replica, reports, registry) is for its own user only.
         umask(0o077)
         var configuration = try await loadConfiguration(config: config, dataDir: dataDir)
