@@ -221,45 +221,38 @@ func splitHostPort(_ text: String, key: String = "peers.listen") throws -> (host
     return (host, port)
 }
 
-/// Every registry node with an address, except this node, with the TLS settings to call it.
+/// The partners this node dials: the active nodes with an address other than itself, only those
+/// `peers.connect` names when it is set. One rule at the start and after every membership change.
+func partnersToDial(_ configuration: DaemonConfiguration, registry: PartnerRegistry, me: NodeID) -> [PartnerRegistry.Node] {
+    registry.activeNodes.filter { node in
+        node.id != me && node.address != nil
+            && (configuration.peerConnect.map { $0.contains(node.id.rawValue) || node.name.map($0.contains) == true } ?? true)
+    }
+}
+
+/// At the start: the partners to dial, with the TLS settings to call them. A `peers.connect`
+/// name that is no callable node, or an address that cannot be used, stops the daemon.
 func makePeerEndpoints(
     _ configuration: DaemonConfiguration, registry: PartnerRegistry, me: NodeFiles.StoredIdentity, logger: Logger
 ) throws -> [PeerEndpoint] {
-    var out: [PeerEndpoint] = []
-    let others = registry.nodes.values.sorted(by: { $0.id < $1.id }).filter { $0.id != me.identity.id }
-    // peers.connect: dial only these (by name or node id); relaying brings everything else.
-    var dial = Set(others.map(\.id))
-    if let names = configuration.peerConnect {
-        dial = []
-        for name in names {
-            guard let node = others.first(where: { $0.name == name || $0.id.rawValue == name }) else {
-                throw ConfigurationError("peers.connect names \(name), which is no other node in the registry (known: \(others.map { $0.name ?? $0.id.rawValue }.joined(separator: ", ")))")
-            }
-            dial.insert(node.id)
+    for name in configuration.peerConnect ?? [] {
+        let others = registry.nodes.values.filter { $0.id != me.identity.id }.sorted { $0.id < $1.id }
+        guard let node = others.first(where: { $0.name == name || $0.id.rawValue == name }) else {
+            throw ConfigurationError("peers.connect names \(name), which is no other node in the registry (known: \(others.map { $0.name ?? $0.id.rawValue }.joined(separator: ", ")))")
+        }
+        if node.isRetired {
+            logger.notice("not dialling a partner a coordinator retired", metadata: ["peer": "\(name)"])
+        } else if node.address == nil {
+            throw ConfigurationError("peers.connect names \(name), which has no address in the registry")
         }
     }
-    for peer in others where dial.contains(peer.id) {
-        if peer.isRetired {
-            logger.notice("not dialling a partner a coordinator retired", metadata: ["peer": "\(peer.name ?? peer.id.rawValue)"])
-            continue
-        }
-        guard peer.address != nil else {
-            if configuration.peerConnect != nil { throw ConfigurationError("peers.connect names \(peer.name ?? peer.id.rawValue), which has no address in the registry") }
-            continue
-        }
-        if let endpoint = try makePeerEndpoint(peer, configuration, logger: logger) { out.append(endpoint) }
-    }
-    return out
+    return try partnersToDial(configuration, registry: registry, me: me.identity.id).compactMap { try makePeerEndpoint($0, configuration, logger: logger) }
 }
 
-/// While running: the partners a coordinator admitted since, with their addresses (only those
-/// `peers.connect` names, when it is set). A partner whose address cannot be used is left out
-/// with a warning, where at start it stops the daemon.
+/// While running: the same rule after a membership change. A partner whose address cannot be
+/// used is left out with a warning, where at the start it stops the daemon.
 func liveEndpoints(_ configuration: DaemonConfiguration, registry: PartnerRegistry, me: NodeFiles.StoredIdentity, logger: Logger) -> [PeerEndpoint] {
-    registry.activeNodes.filter { node in
-        node.id != me.identity.id && node.address != nil
-            && (configuration.peerConnect.map { $0.contains(node.id.rawValue) || node.name.map($0.contains) == true } ?? true)
-    }.compactMap { node in
+    partnersToDial(configuration, registry: registry, me: me.identity.id).compactMap { node in
         do {
             return try makePeerEndpoint(node, configuration, logger: logger)
         } catch {
@@ -305,6 +298,7 @@ func makePeerListener(
     router.middlewares.add(MetricsMiddleware())
     router.middlewares.add(JSONErrorMiddleware())
     router.middlewares.add(PeerProtocolMiddleware(me: "partner \(me.name ?? me.org) (\(me.org))"))
+    router.middlewares.add(PartnerCertificateMiddleware())
     router.middlewares.add(PeerMembershipMiddleware(replica: replica))
     router.middlewares.add(PeerLoadMiddleware(load: PeerLoad(limits: limits)))
     router.middlewares.add(inbound)

@@ -9,10 +9,15 @@ struct PeerRequestContext: RequestContext {
     var coreContext: CoreRequestContextStorage
     /// The connection, to tell which partner is calling (its certificate).
     let channel: (any Channel)?
+    /// The caller's certificate pin, read once per request by `PartnerCertificateMiddleware`;
+    /// nil without TLS (plain HTTP on loopback, in tests).
+    var partnerPin: String?
     init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         channel = source.channel
     }
+    /// Who is calling, for per-partner caps and logs: its pin, else its address.
+    var caller: String { partnerPin ?? channel?.remoteAddress?.ipAddress ?? "unknown" }
     var maxUploadSize: Int { 256 << 20 }
 }
 
@@ -149,7 +154,7 @@ struct PeerAPI: Sendable, PartnerCommitIntake {
         } catch {
             throw APIError.badRequest("\(error)")
         }
-        let channel = "push:\(pusher(await PeerLoadMiddleware.peer(of: context.channel)))"
+        let channel = "push:\(pusher(context.caller))"
         let report = try await merge(from: channel) { try $0.apply(commits) }
         return JSONResponse.make(PeerAPI.reportJSON(report, vector: replica.versionVector))
     }

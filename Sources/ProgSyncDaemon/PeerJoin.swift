@@ -68,8 +68,7 @@ struct PeerJoin: Sendable {
         }
         // The certificate on this connection is the one the request asks to pin: the joining
         // node holds the TLS key too.
-        if let channel = context.channel, let certificate = try? await channel.nioSSL_peerCertificate().get() {
-            let pin = try NodeTLSIdentity.pin(of: certificate)
+        if let pin = context.partnerPin {
             guard requestJSON["certificatePin"]?.stringValue == pin else {
                 throw APIError(.forbidden, "forbidden", "the join request pins \(requestJSON["certificatePin"]?.stringValue ?? "no certificate"), but this connection presents \(pin)")
             }

@@ -263,21 +263,28 @@ struct PeerLoadMiddleware: RouterMiddleware {
     let load: PeerLoad
 
     func handle(_ request: Request, context: PeerRequestContext, next: (Request, PeerRequestContext) async throws -> Response) async throws -> Response {
-        let peer = await Self.peer(of: context.channel)
+        let peer = context.caller
         let wait = request.uri.queryParameters["wait"].map(String.init)
         let longPoll = request.uri.path == "/v1/peer/commits" && request.method == .get && wait != nil && wait != "0"
         if let refusal = load.acquire(peer, longPoll: longPoll) { throw refusal }
         defer { load.release(peer, longPoll: longPoll) }
         return try await next(request, context)
     }
+}
 
-    /// The partner's certificate pin; without TLS (loopback tests), its address.
-    static func peer(of channel: (any Channel)?) async -> String {
-        guard let channel else { return "unknown" }
-        if let certificate = try? await channel.nioSSL_peerCertificate().get(), let pin = try? NodeTLSIdentity.pin(of: certificate) {
-            return pin
+/// Reads the caller's certificate pin once per request, for the middlewares and routes after it.
+struct PartnerCertificateMiddleware: RouterMiddleware {
+    typealias Context = PeerRequestContext
+
+    func handle(_ request: Request, context: PeerRequestContext, next: (Request, PeerRequestContext) async throws -> Response) async throws -> Response {
+        var context = context
+        if let channel = context.channel, let certificate = try? await channel.nioSSL_peerCertificate().get() {
+            guard let pin = try? NodeTLSIdentity.pin(of: certificate) else {
+                throw APIError(.forbidden, "forbidden", "the client certificate's public key cannot be read")
+            }
+            context.partnerPin = pin
         }
-        return channel.remoteAddress?.ipAddress ?? "unknown"
+        return try await next(request, context)
     }
 }
 
@@ -290,8 +297,7 @@ struct PeerMembershipMiddleware: RouterMiddleware {
     let replica: Replica
 
     func handle(_ request: Request, context: PeerRequestContext, next: (Request, PeerRequestContext) async throws -> Response) async throws -> Response {
-        if let channel = context.channel, let certificate = try? await channel.nioSSL_peerCertificate().get(),
-           let pin = try? NodeTLSIdentity.pin(of: certificate) {
+        if let pin = context.partnerPin {
             let nodes = replica.registry.nodes.values
             if !nodes.contains(where: { !$0.isRetired && $0.certificatePin == pin }), request.uri.path != PeerJoin.path {
                 let retired = nodes.contains { $0.isRetired && $0.certificatePin == pin }
