@@ -199,6 +199,11 @@ extension Replica {
             // node (#12): `unknown-node`, once `unknown-key`.
             try db.execute(sql: "UPDATE held SET reason = 'unknown-node' WHERE reason = 'unknown-key'")
         }
+        migrator.registerMigration("v11-withheld-index") { db in
+            // Every merged membership record asks which commits a retirement withholds (status 2);
+            // without an index that read the whole log each time.
+            try db.execute(sql: "CREATE INDEX commits_withheld ON commits(origin) WHERE status = 2")
+        }
         return migrator
     }
 }

@@ -36,12 +36,13 @@ import Testing
         let newest = try await queue.write { db -> String in
             let newest = try String.fetchOne(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY rowid DESC LIMIT 1")!
             try db.execute(sql: "DELETE FROM grdb_migrations WHERE identifier = ?", arguments: [newest])
-            // The tables each recent migration creates ("": it only rewrites rows); a new
-            // migration adds its line here.
-            let created = ["v6-local-authors": "local_authors", "v7-newer-schema": "newer_schema",
-                           "v8-verified-record-sums": "record_sums", "v9-web-users": "web_users", "v10-unknown-node": ""]
-            guard let table = created[newest] else { throw PeerlessTestError("UpgradeTests: say which table \(newest) creates") }
-            if !table.isEmpty { try db.execute(sql: "DROP TABLE \(table)") }
+            // What undoes each recent migration ("": it only rewrites rows); a new migration
+            // adds its line here.
+            let undo = ["v6-local-authors": "DROP TABLE local_authors", "v7-newer-schema": "DROP TABLE newer_schema",
+                        "v8-verified-record-sums": "DROP TABLE record_sums", "v9-web-users": "DROP TABLE web_users",
+                        "v10-unknown-node": "", "v11-withheld-index": "DROP INDEX commits_withheld"]
+            guard let statement = undo[newest] else { throw PeerlessTestError("UpgradeTests: say what undoes \(newest)") }
+            if !statement.isEmpty { try db.execute(sql: statement) }
             return newest
         }
         try queue.close()
