@@ -122,6 +122,17 @@ def proc_status(pid):
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
 
 
+def private_mb(pid):
+    """Private (not shared) resident memory: RSS less the binary's and libraries' pages that every
+    node on the machine shares."""
+    kb = 0
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                kb += int(line.split()[1])
+    return kb / 1024
+
+
 def percentile(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, max(0, int(round(p / 100 * len(values) + 0.5)) - 1))]
@@ -213,7 +224,9 @@ def main():
             r, t = proc_status(int(open(os.path.join(net, org, "pid")).read()))
             rss.append(r)
             threads.append(t)
-        hub_rss, hub_threads = proc_status(int(open(os.path.join(net, "jenv", "pid")).read()))
+        hub_pid = int(open(os.path.join(net, "jenv", "pid")).read())
+        hub_rss, hub_threads = proc_status(hub_pid)
+        private = [private_mb(int(open(os.path.join(net, org, "pid")).read())) for org in orgs]
         p50, p99 = statistics.median(spreads), percentile(spreads, 99)
         print(f"propagation: {len(spreads)} changes (alternately on jenv and on a spoke), time until all {len(orgs) - 1} others stored it: "
               f"p50 {p50:.0f} ms, p90 {percentile(spreads, 90):.0f} ms, p99 {p99:.0f} ms, max {max(spreads):.0f} ms"
@@ -221,6 +234,7 @@ def main():
         print(f"anchor: the local write itself (PATCH on the writer's socket, durable) p50 {statistics.median(anchors):.1f} ms; "
               f"ratio p50 propagation / local write {p50 / statistics.median(anchors):.1f}")
         print(f"per node: RSS median {statistics.median(rss):.1f} MB, max {max(rss):.1f} MB (hub {hub_rss:.1f} MB); "
+              f"private median {statistics.median(private):.1f} MB (hub {private_mb(hub_pid):.1f} MB); "
               f"threads median {statistics.median(threads):.0f}, max {max(threads)} (hub {hub_threads})")
         print(f"network-{len(orgs)}: joined in {joined:.1f} s, propagation to all {len(orgs) - 1} p50 {p50:.0f} ms p99 {p99:.0f} ms, "
               f"RSS per node {max(rss):.0f} MB, threads per node {max(threads)}")
