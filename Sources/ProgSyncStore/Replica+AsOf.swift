@@ -32,7 +32,7 @@ public struct RecordsAsOf: Sendable {
         }
         let needle = query.text.flatMap { $0.isEmpty ? nil : Self.asciiLowercased(Array($0.utf8)) }
         var matching: [String] = []
-        for id in listed {
+        for id in listed where !Membership.isMembershipRecord(id) {
             let fields = records[id]!
             guard wanted.allSatisfy({ winner(fields, $0.0) == $0.1 }) else { continue }
             let deleted = winner(fields, "deleted") == Array("true".utf8)

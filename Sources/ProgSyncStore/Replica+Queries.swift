@@ -244,6 +244,9 @@ extension Replica {
         if let kind = query.kind {
             conditions.append("k.value = ?")
             arguments.append(JSONValue.string(kind).canonicalString)
+        } else {
+            // The partnership's own records (node:, org:) are listed by `partners`, not here.
+            conditions.append("NOT (k.record >= 'node:' AND k.record < 'node;') AND NOT (k.record >= 'org:' AND k.record < 'org;')")
         }
         if let partner = query.partner {
             conditions.append("""

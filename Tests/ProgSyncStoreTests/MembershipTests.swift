@@ -57,6 +57,23 @@ import Testing
         #expect(try ReplicaSnapshot(jenv) == ReplicaSnapshot(second))
     }
 
+    /// The partnership's records are listed by `progsync partners`; a list of the programme's
+    /// records, now or as of a moment, leaves them out.
+    @Test func programmeListsLeaveThePartnershipsRecordsOut() throws {
+        defer { network.cleanUp() }
+        let jenv = try network.replica("jenv", inMemory: true)
+        let newcomer = Newcomer(org: "politie")
+        try jenv.commitLocal(author: "kim", writes: [
+            FieldWrite(record: "p.3", field: "kind", value: "activity"), FieldWrite(record: "p.3", field: "title", value: "Controle")])
+        try jenv.commitLocal(author: "coordinator", writes: newcomer.admission + [
+            FieldWrite(record: "org:politie", field: "kind", value: "organisation"),
+            FieldWrite(record: "org:politie", field: "name", value: "Politie")])
+        #expect(try jenv.fields(ofRecord: newcomer.record)["kind"]?.value == "node")
+        #expect(try jenv.fields(ofRecord: "org:politie")["kind"]?.value == "organisation")
+        #expect(try jenv.recordIDs(RecordQuery()).ids == ["p.3"])
+        #expect(try jenv.recordsAsOf(Stamp(rawValue: .max >> 1)).recordIDs(RecordQuery()).ids == ["p.3"])
+    }
+
     @Test func aCoordinatorsAdmissionReleasesWhatItsNodeHeld() throws {
         defer { network.cleanUp() }
         let jenv = try network.replica("jenv", inMemory: true)
