@@ -132,8 +132,10 @@ public enum HumanFormat {
             var lag = "\(int(p["lagCommits"])) commits"
             if let seconds = p["lagSeconds"], seconds != .null { lag += ", \(int(seconds)) s" }
             let version = p["schema"].flatMap { $0 == .null ? nil : "schema \(int($0)), protocol \(valueText(p["protocol"]))" } ?? "?"
+            // The partner dials this node and carries both directions; this node stands by.
+            let state = valueText(p["state"]) + (p["dialler"]?.stringValue == "partner" ? ", partner dials" : "")
             table.append([
-                valueText(p["name"]), valueText(p["state"]), version, shortTime(p["lastContact"]?.stringValue),
+                valueText(p["name"]), state, version, shortTime(p["lastContact"]?.stringValue),
                 lag, int(p["pendingPush"]), p["lastError"]?.stringValue ?? "",
             ])
         }

@@ -87,11 +87,12 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
     var services: [any Service] = []
     // The registry in force: the trust root with the coordinators' membership records.
     let endpoints = try makePeerEndpoints(configuration, registry: replica.registry, me: me, logger: logger)
+    let dialling = PairDialling(me: me.identity.id, peersConnect: configuration.peerConnect)
     let peerSet = try PeerSet(
         initial: endpoints, replica: replica, logger: logger,
         endpoints: { registry in liveEndpoints(configuration, registry: registry, me: me, logger: logger) },
         make: { p in
-            try PeerReplicator(peer: p.node, address: p.address, tls: p.tls, replica: replica, events: events, metrics: metrics, audit: audit, logger: logger)
+            try PeerReplicator(peer: p.node, address: p.address, tls: p.tls, replica: replica, events: events, dialling: dialling, metrics: metrics, audit: audit, logger: logger)
         })
     let replicators = peerSet.replicators
     services.append(peerSet)
@@ -100,7 +101,7 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
         logger.info("restored from a backup: local writes wait until partners give back this node's newer commits",
                     metadata: ["partners": "\(replicators.map { $0.peer.name ?? $0.peer.id.rawValue })"])
     }
-    let inbound = InboundContact()
+    let inbound = InboundContact(dialling: dialling, replica: replica)
     let notifier = SystemdNotifier()
     let listeners = ["local"] + (configuration.peerListen != nil ? ["peer"] : []) + (configuration.metricsListen != nil ? ["metrics"] : [])
     let readiness = Readiness(replica: replica, listeners: listeners, notifier: notifier, logger: logger)
@@ -179,11 +180,34 @@ func loadOrCreateTLS(_ configuration: DaemonConfiguration, name: String, logger:
 final class InboundContact: RouterMiddleware, Sendable {
     typealias Context = PeerRequestContext
     let last = Mutex<UInt64?>(nil)
+    /// Partners' long polls that say how many nodes they dial, for `PairDialling`.
+    let dialling: PairDialling?
+    let replica: Replica?
+
+    init(dialling: PairDialling? = nil, replica: Replica? = nil) {
+        self.dialling = dialling
+        self.replica = replica
+    }
 
     func handle(_ request: Request, context: PeerRequestContext, next: (Request, PeerRequestContext) async throws -> Response) async throws -> Response {
+        let poll = dialling == nil ? nil : dialIn(request, context)
+        if let (node, dials, since) = poll { dialling?.pollBegan(from: node, dials: dials, since: since, now: Replica.wallClockMilliseconds()) }
+        defer { if let (node, _, _) = poll { dialling?.pollEnded(from: node, now: Replica.wallClockMilliseconds()) } }
         let response = try await next(request, context)
         last.withLock { $0 = Replica.wallClockMilliseconds() }
         return response
+    }
+
+    /// A partner's long poll that names how many nodes it dials: who calls, the count, its cursor.
+    func dialIn(_ request: Request, _ context: PeerRequestContext) -> (NodeID, Int, Int64)? {
+        guard request.method == .get, request.uri.path == "/v1/peer/commits", let pin = context.partnerPin, let replica else { return nil }
+        let q = request.uri.queryParameters
+        guard let dials = q["dials"].flatMap({ PairDialling.dials(parameter: String($0)) }),
+            let wait = q["wait"].flatMap({ Int(String($0)) }), wait > 0,
+            let since = q["since"].flatMap({ Int64(String($0)) }), since >= 0,
+            let node = replica.registry.nodes.values.first(where: { !$0.isRetired && $0.certificatePin == pin })
+        else { return nil }
+        return (node.id, dials, since)
     }
 }
 

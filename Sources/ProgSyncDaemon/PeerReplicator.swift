@@ -29,6 +29,8 @@ struct PeerStatus: Sendable {
     var clockOffsetMilliseconds: Int64?
     /// A coordinator retired the partner: for good, whatever a request in flight reports after.
     var retired = false
+    /// The partner dials this node and carries both directions; this node stands by (`PairDialling`).
+    var dialledIn = false
 
     /// A connection that went quiet (a cut cable answers nothing, not even an error) shows as
     /// `silent` once a long poll should have come back; the request timeout ends it later.
@@ -49,10 +51,12 @@ struct PeerStatus: Sendable {
         o["lagSeconds"] = .double(lagSeconds(now: now))
         o["protocol"] = partnerProtocol.map { .string($0) } ?? .null
         o["schema"] = partnerSchema.map { .int(Int64($0)) } ?? .null
+        o["dialler"] = .string(dialledIn ? "partner" : "this node")
         return .object(o)
     }
 
-    var lagCommits: Int64 { max(0, remoteLastLSN - pulled) }
+    /// A partner that dials us pushes what it has; we do not learn its log's length then.
+    var lagCommits: Int64 { dialledIn ? 0 : max(0, remoteLastLSN - pulled) }
 
     /// The wall clock can step back past the last contact: that is no lag, not a negative one.
     func lagSeconds(now: UInt64) -> Double {
@@ -62,7 +66,9 @@ struct PeerStatus: Sendable {
 
 /// One partner: pulls its feed with a long poll and pushes ours as soon as commits are stored,
 /// each on its own libcurl connection so a long poll never delays a push. A failing peer backs
-/// off with jitter and never blocks other peers or the local API.
+/// off with jitter and never blocks other peers or the local API. While the partner dials this
+/// node and carries both directions itself, both loops stand by with their connections closed
+/// (`PairDialling`).
 final class PeerReplicator: Service, Sendable, PartnerCommitIntake {
     let peer: PartnerRegistry.Node
     let replica: Replica
@@ -72,6 +78,7 @@ final class PeerReplicator: Service, Sendable, PartnerCommitIntake {
     let metrics: DaemonMetrics
     let pull: PeerConnection
     let push: PeerConnection
+    let dialling: PairDialling
     let status: Mutex<PeerStatus>
     let stopping = Mutex(false)
     static let pullBatch = 5000
@@ -79,8 +86,9 @@ final class PeerReplicator: Service, Sendable, PartnerCommitIntake {
     static let longPollSeconds = 20
 
     init(peer: PartnerRegistry.Node, address: String, tls: HTTPClientConfiguration.TLS?, replica: Replica,
-         events: EventBroadcaster, metrics: DaemonMetrics, audit: AuditLog, logger: Logger) throws {
+         events: EventBroadcaster, dialling: PairDialling, metrics: DaemonMetrics, audit: AuditLog, logger: Logger) throws {
         self.peer = peer
+        self.dialling = dialling
         self.metrics = metrics
         self.replica = replica
         self.events = events
@@ -148,7 +156,33 @@ final class PeerReplicator: Service, Sendable, PartnerCommitIntake {
         // The cursor the current request was sent with.
         var since: Int64 = 0
         var greeted = false
+        var standing = false
         while !isStopping && !Task.isCancelled {
+            if prefetched == nil, standingBy() != nil {
+                if !standing {
+                    standing = true
+                    greeted = false
+                    caughtUp = false
+                    // A last hello, which also shows the partner's versions in `peers`, ends the connection.
+                    _ = try? await greet(pull, closing: true)
+                    logger.info("partner dials this node and carries both directions: standing by")
+                }
+                let now = Replica.wallClockMilliseconds()
+                status.withLock { s in
+                    s.dialledIn = true
+                    s.state = .up
+                    s.lastContact = now
+                    s.lastError = nil
+                    s.caughtUpSince = s.caughtUpSince ?? now
+                }
+                try? await Task.sleep(for: .seconds(1))
+                continue
+            }
+            if standing {
+                standing = false
+                status.withLock { $0.dialledIn = false }
+                logger.info("partner no longer dials this node: dialling it again")
+            }
             do {
                 let body: JSONValue
                 var longPollStarted: ContinuousClock.Instant?
@@ -163,7 +197,9 @@ final class PeerReplicator: Service, Sendable, PartnerCommitIntake {
                     since = try replica.peerCursor(peer.id).pulled
                     let wait = caughtUp ? Self.longPollSeconds : 0
                     if wait > 0 { longPollStarted = .now }
-                    body = try await pull.call("GET", "/v1/peer/commits?since=\(since)&limit=\(Self.pullBatch)&wait=\(wait)",
+                    // A long poll says how many partners `peers.connect` names, for the pair's rule.
+                    let dials = wait > 0 ? "&dials=\(dialling.dialsParameter)" : ""
+                    body = try await pull.call("GET", "/v1/peer/commits?since=\(since)&limit=\(Self.pullBatch)&wait=\(wait)\(dials)",
                                           timeout: .seconds(wait + 10))
                 }
                 let commits = try CommitWire.decode(body["commits"] ?? .null, maxCommits: Self.pullBatch)
@@ -212,7 +248,24 @@ final class PeerReplicator: Service, Sendable, PartnerCommitIntake {
     func pushLoop() async {
         var backoff = Backoff()
         var peerVector: [NodeID: UInt64]?
+        var standing = false
         while !isStopping && !Task.isCancelled {
+            if let dialIn = standingBy() {
+                if !standing {
+                    standing = true
+                    peerVector = nil
+                    await push.close()
+                }
+                // Its long poll's cursor: our commits up to there have reached it.
+                let last = (try? replica.lastLSN) ?? 0
+                status.withLock { s in
+                    s.pushed = max(s.pushed, dialIn.since)
+                    s.pendingPush = Int(max(0, last - dialIn.since))
+                }
+                try? await Task.sleep(for: .seconds(1))
+                continue
+            }
+            standing = false
             do {
                 if peerVector == nil {
                     let hello = try await greet(push)
@@ -258,11 +311,18 @@ final class PeerReplicator: Service, Sendable, PartnerCommitIntake {
         }
     }
 
+    /// The partner's dial-in while this node should leave the pair's dialling to it. Never while
+    /// a restored node waits for its partners' hellos to reopen local writes.
+    func standingBy() -> PairDialling.DialIn? {
+        guard replica.ownChainCatchUp == nil else { return nil }
+        return dialling.standsBy(for: peer.id, now: Replica.wallClockMilliseconds())
+    }
+
     /// Asks the partner who it is and which protocol and schema it speaks, before anything is
     /// pulled or pushed: a partner with no common protocol version is refused here, with a
     /// message that says which side must upgrade, and nothing of it is applied.
-    func greet(_ connection: PeerConnection) async throws -> JSONValue {
-        let hello = try await connection.call("GET", "/v1/peer/hello", timeout: .seconds(15))
+    func greet(_ connection: PeerConnection, closing: Bool = false) async throws -> JSONValue {
+        let hello = try await connection.call("GET", "/v1/peer/hello", timeout: .seconds(15), closing: closing)
         guard hello["node"]?.stringValue == peer.id.rawValue else {
             throw PeerError("the peer at \(connection.baseURL) is node \(hello["node"]?.stringValue ?? "?"), not \(peer.id)")
         }

@@ -28,9 +28,10 @@ struct PeerConnection: Sendable {
         self.client = client
     }
 
-    func call(_ method: String, _ path: String, body: [UInt8]? = nil, timeout: Duration = .seconds(120)) async throws -> JSONValue {
+    func call(_ method: String, _ path: String, body: [UInt8]? = nil, timeout: Duration = .seconds(120), closing: Bool = false) async throws -> JSONValue {
         var request = HTTPClientRequest(method: method, url: baseURL + path, body: body, timeout: timeout)
         if body != nil { request.addHeader("Content-Type", "application/json") }
+        if closing { request.addHeader("Connection", "close") }
         request.addHeader(PeerProtocol.versionHeaderName, "\(PeerProtocol.local.version)")
         request.addHeader(PeerProtocol.minimumHeaderName, "\(PeerProtocol.local.minimum)")
         let response = try await client.send(request)
@@ -40,6 +41,11 @@ struct PeerConnection: Sendable {
             throw PeerError("\(method) \(path.split(separator: "?").first ?? ""): \(message)")
         }
         return json
+    }
+
+    /// Ends the kept-alive connection with a last hello, so an idle pair holds no TLS state.
+    func close() async {
+        _ = try? await call("GET", "/v1/peer/hello", timeout: .seconds(15), closing: true)
     }
 
     /// Commits of one origin in a seq range, fetched in pages. Each page must hold only that

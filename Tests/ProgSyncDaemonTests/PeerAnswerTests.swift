@@ -36,4 +36,29 @@ import Testing
         status.lastContact = 1_800_000_000_000
         #expect(status.json(now: 1_800_000_002_500, localLastLSN: 0)["lagSeconds"] == .double(2.5))
     }
+
+    /// One dialler per pair (#12): whatever the counts and ids, exactly one side of a pair keeps
+    /// dialling, and a node without `peers.connect` (a hub) leaves it to a spoke.
+    @Test func exactlyOneSideOfAPairDials() throws {
+        let ids = (0..<40).map { i in NodeID(String(repeating: Array("abcdefghijklmnopqrstuvwxyz234567")[i % 32], count: 16))! }
+        let counts = [0, 1, 2, 3, 49, Int.max]
+        for a in ids.prefix(8) { for b in ids.suffix(8) where a != b { for ca in counts { for cb in counts {
+            let aDials = PairDialling.partnerDials(partner: (ca, a), me: (cb, b))
+            let bDials = PairDialling.partnerDials(partner: (cb, b), me: (ca, a))
+            #expect(aDials != bDials, "\(ca) \(a) / \(cb) \(b)")
+        } } } }
+        let hub = PairDialling(me: ids[0], peersConnect: nil)
+        let spoke = PairDialling(me: ids[39], peersConnect: ["jenv"])
+        #expect(hub.dialsParameter == "all" && spoke.dialsParameter == "1")
+        // The spoke's long poll is in flight: the hub stands by, though its id is the smaller.
+        hub.pollBegan(from: ids[39], dials: PairDialling.dials(parameter: spoke.dialsParameter)!, since: 7, now: 1000)
+        #expect(hub.standsBy(for: ids[39], now: 60_000)?.since == 7)
+        spoke.pollBegan(from: ids[0], dials: PairDialling.dials(parameter: hub.dialsParameter)!, since: 3, now: 1000)
+        #expect(spoke.standsBy(for: ids[0], now: 1000) == nil)
+        // The poll ended and no other followed: the hub dials again once the grace is over.
+        hub.pollEnded(from: ids[39], now: 60_000)
+        #expect(hub.standsBy(for: ids[39], now: 60_000 + PairDialling.graceMilliseconds - 1) != nil)
+        #expect(hub.standsBy(for: ids[39], now: 60_000 + PairDialling.graceMilliseconds) == nil)
+        #expect(PairDialling.dials(parameter: "-1") == nil && PairDialling.dials(parameter: "many") == nil)
+    }
 }
