@@ -191,23 +191,27 @@ final class InboundContact: RouterMiddleware, Sendable {
 
     func handle(_ request: Request, context: PeerRequestContext, next: (Request, PeerRequestContext) async throws -> Response) async throws -> Response {
         let poll = dialling == nil ? nil : dialIn(request, context)
-        if let (node, dials, since) = poll { dialling?.pollBegan(from: node, dials: dials, since: since, now: Replica.wallClockMilliseconds()) }
-        defer { if let (node, _, _) = poll { dialling?.pollEnded(from: node, now: Replica.wallClockMilliseconds()) } }
+        if let (node, dials, since, pushed) = poll {
+            dialling?.pollBegan(from: node, dials: dials, since: since, pushed: pushed, now: Replica.wallClockMilliseconds())
+        }
+        defer { if let (node, _, _, _) = poll { dialling?.pollEnded(from: node, now: Replica.wallClockMilliseconds()) } }
         let response = try await next(request, context)
         last.withLock { $0 = Replica.wallClockMilliseconds() }
         return response
     }
 
-    /// A partner's long poll that names how many nodes it dials: who calls, the count, its cursor.
-    func dialIn(_ request: Request, _ context: PeerRequestContext) -> (NodeID, Int, Int64)? {
+    /// A partner's long poll that names how many nodes it dials: who calls, the count, its cursor
+    /// in our feed, and how far its own feed has been pushed here.
+    func dialIn(_ request: Request, _ context: PeerRequestContext) -> (NodeID, Int, Int64, Int64)? {
         guard request.method == .get, request.uri.path == "/v1/peer/commits", let pin = context.partnerPin, let replica else { return nil }
         let q = request.uri.queryParameters
         guard let dials = q["dials"].flatMap({ PairDialling.dials(parameter: String($0)) }),
             let wait = q["wait"].flatMap({ Int(String($0)) }), wait > 0,
             let since = q["since"].flatMap({ Int64(String($0)) }), since >= 0,
+            let pushed = Int64(q["pushed"].map(String.init) ?? "0"), pushed >= 0,
             let node = replica.registry.nodes.values.first(where: { !$0.isRetired && $0.certificatePin == pin })
         else { return nil }
-        return (node.id, dials, since)
+        return (node.id, dials, since, pushed)
     }
 }
 

@@ -12,7 +12,9 @@ import Synchronization
 /// stands by for its spokes), ties go to the smaller node id. The counts come from configuration,
 /// not from the membership, so a partnership that grows never has both sides of a pair decide on
 /// different counts. A caller says its count in its long polls (`GET
-/// /v1/peer/commits?wait=…&dials=N|all`); a node stands by only while such a poll from the partner
+/// /v1/peer/commits?wait=…&dials=N|all`, with `pushed=`, how far its own feed has been pushed
+/// here, so that the side standing by keeps both cursors current and, should it dial again,
+/// fetches nothing twice); a node stands by only while such a poll from the partner
 /// is in flight or ended moments ago, so a partner that goes quiet is dialled again within one
 /// long poll (its wait, 20 s, and 5 s more). Callers of older releases do not say, and are always
 /// dialled too.
@@ -23,6 +25,8 @@ final class PairDialling: Sendable {
         var dials: Int
         /// The cursor of its latest poll: our commits up to there have reached it.
         var since: Int64
+        /// Its own feed up to there has been pushed here (it says so in its polls).
+        var pushed: Int64
         /// Polls in flight. One whose caller vanished (retired, stopped, cut off) still counts until
         /// its wait is over: the listener reads nothing more from that connection meanwhile.
         var inFlight = 0
@@ -53,11 +57,12 @@ final class PairDialling: Sendable {
         return Int(parameter).flatMap { (0...100_000).contains($0) ? $0 : nil }
     }
 
-    func pollBegan(from partner: NodeID, dials: Int, since: Int64, now: UInt64) {
+    func pollBegan(from partner: NodeID, dials: Int, since: Int64, pushed: Int64, now: UInt64) {
         dialIns.withLock { all in
-            var d = all[partner] ?? DialIn(dials: dials, since: since, lastEnded: now)
+            var d = all[partner] ?? DialIn(dials: dials, since: since, pushed: pushed, lastEnded: now)
             d.dials = dials
             d.since = max(d.since, since)
+            d.pushed = max(d.pushed, pushed)
             d.inFlight += 1
             all[partner] = d
         }

@@ -197,8 +197,9 @@ final class PeerReplicator: Service, Sendable, PartnerCommitIntake {
                     since = try replica.peerCursor(peer.id).pulled
                     let wait = caughtUp ? Self.longPollSeconds : 0
                     if wait > 0 { longPollStarted = .now }
-                    // A long poll says how many partners `peers.connect` names, for the pair's rule.
-                    let dials = wait > 0 ? "&dials=\(dialling.dialsParameter)" : ""
+                    // A long poll says how many partners `peers.connect` names, for the pair's rule,
+                    // and how far our feed has been pushed to the partner.
+                    let dials = wait > 0 ? "&dials=\(dialling.dialsParameter)&pushed=\(try replica.peerCursor(peer.id).pushed)" : ""
                     body = try await pull.call("GET", "/v1/peer/commits?since=\(since)&limit=\(Self.pullBatch)&wait=\(wait)\(dials)",
                                           timeout: .seconds(wait + 10))
                 }
@@ -256,7 +257,16 @@ final class PeerReplicator: Service, Sendable, PartnerCommitIntake {
                     peerVector = nil
                     await push.close()
                 }
-                // Its long poll's cursor: our commits up to there have reached it.
+                // Its long poll's cursor: our commits up to there have reached it. And its feed up
+                // to `pushed` has reached us. Both cursors follow, so dialling again later
+                // fetches and sends nothing twice.
+                let cursor = try? replica.peerCursor(peer.id)
+                if let cursor, dialIn.since > cursor.pushed || dialIn.pushed > cursor.pulled {
+                    try? await replica.writing { [peer] in
+                        try $0.setPushed(peer: peer.id, to: dialIn.since)
+                        try $0.advancePulled(peer: peer.id, to: dialIn.pushed)
+                    }
+                }
                 let last = (try? replica.lastLSN) ?? 0
                 status.withLock { s in
                     s.pushed = max(s.pushed, dialIn.since)

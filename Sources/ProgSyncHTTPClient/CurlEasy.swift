@@ -138,9 +138,8 @@ private final class TransferContext {
     }
 }
 
-/// One libcurl easy handle per client, used only by the multi thread. Reset
-/// and reconfigured for each request; its connection cache survives
-/// `curl_easy_reset`, which keeps connections alive.
+/// One libcurl easy handle per transfer, used only by the multi thread. The
+/// connection it used stays in the multi handle's cache after it is freed.
 final class CurlEasy {
     private let handle: UnsafeMutableRawPointer
     private let errorBuffer: UnsafeMutablePointer<CChar>

@@ -2,8 +2,12 @@ import CCurl
 import Synchronization
 
 /// One libcurl multi handle and the one OS thread that drives it, shared by
-/// every ``HTTPClient`` of the process. Each client's easy handle runs at most
-/// one transfer at a time (its queue keeps order); the thread starts the next
+/// every ``HTTPClient`` of the process. Each client runs at most one transfer
+/// at a time (its queue keeps order), each transfer on an easy handle of its
+/// own, freed when it ends: kept-alive connections live in the multi handle's
+/// cache, so an idle client holds no libcurl buffers (16 KB to read, 64 KB
+/// once it has sent a body), which a hub's idle clients for fifty partners
+/// would otherwise keep. The thread starts the next
 /// queued job of each client, lets libcurl move every transfer along with
 /// `curl_multi_perform`, and sleeps in `curl_multi_poll` until a socket is
 /// ready, a second passes, or a client wakes it (a new job, a cancellation, a
@@ -50,6 +54,7 @@ final class CurlMulti: @unchecked Sendable {
 
     private struct Running {
         let job: Worker.Job
+        let easy: CurlEasy
         let transfer: CurlEasy.Transfer
     }
 
@@ -66,14 +71,20 @@ final class CurlMulti: @unchecked Sendable {
             for (id, worker) in clients where running[id] == nil {
                 while running[id] == nil, let job = worker.takeNext() {
                     let jobID = job.id
-                    switch worker.easy.start(job.request, configuration: worker.configuration, shouldAbort: { worker.shouldAbort(jobID) }) {
+                    let easy: CurlEasy
+                    do throws(HTTPClientError) { easy = try CurlEasy() } catch {
+                        worker.finished()
+                        Self.resume(job, worker, .failure(.error(error)))
+                        continue
+                    }
+                    switch easy.start(job.request, configuration: worker.configuration, shouldAbort: { worker.shouldAbort(jobID) }) {
                     case .failure(let failure):
                         worker.finished()
                         Self.resume(job, worker, .failure(failure))
                     case .success(let transfer):
-                        running[id] = Running(job: job, transfer: transfer)
-                        byHandle[worker.easy.rawHandle] = id
-                        curl_multi_add_handle(multi, worker.easy.rawHandle)
+                        running[id] = Running(job: job, easy: easy, transfer: transfer)
+                        byHandle[easy.rawHandle] = id
+                        curl_multi_add_handle(multi, easy.rawHandle)
                     }
                 }
                 if running[id] == nil, worker.hasShutDown { clients[id] = nil }
@@ -88,7 +99,7 @@ final class CurlMulti: @unchecked Sendable {
                 else { continue }
                 let code = message.pointee.data.result
                 curl_multi_remove_handle(multi, handle)
-                let result = worker.easy.finish(done.transfer, code: code, configuration: worker.configuration)
+                let result = done.easy.finish(done.transfer, code: code, configuration: worker.configuration)
                 worker.finished()
                 Self.resume(done.job, worker, result)
                 finishedAny = true

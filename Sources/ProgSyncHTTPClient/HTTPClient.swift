@@ -3,10 +3,10 @@ import Synchronization
 
 /// A small async HTTP/1.1 client over libcurl.
 ///
-/// Each client owns one libcurl easy handle and performs its queued requests
-/// one at a time; the easy handle's connection cache keeps the connection
-/// alive between requests. A request waits in the queue while an earlier one
-/// (e.g. a long poll) is running; use separate clients for traffic that must
+/// Each client performs its queued requests one at a time; the multi
+/// handle's connection cache keeps the connection alive between requests.
+/// A request waits in the queue while an earlier one (e.g. a long poll) is
+/// running; use separate clients for traffic that must
 /// not wait. Every client's transfers run on one libcurl multi handle driven
 /// by one OS thread for the whole process (`CurlMulti`), so fifty partners
 /// cost one thread, not a hundred, and no libcurl call runs on Swift's
@@ -28,7 +28,7 @@ public final class HTTPClient: Sendable {
         guard configuration.maxResponseBytes >= 0 else {
             throw HTTPClientError(code: .invalidRequest, message: "maxResponseBytes must not be negative")
         }
-        let worker = Worker(configuration: configuration, easy: try CurlEasy())
+        let worker = Worker(configuration: configuration)
         try CurlMulti.shared().register(worker)
         self.worker = worker
     }
@@ -87,17 +87,14 @@ final class Worker: Sendable {
     }
 
     let configuration: HTTPClientConfiguration
-    /// Used only by the multi thread.
-    nonisolated(unsafe) let easy: CurlEasy
     private let state = Mutex(State())
     private let jobIDs = Atomic<UInt64>(0)
     /// The id of a running job whose task was cancelled.
     private let abortJobID = Atomic<UInt64>(0)
     private let isShutdown = Atomic<Bool>(false)
 
-    init(configuration: HTTPClientConfiguration, easy: CurlEasy) {
+    init(configuration: HTTPClientConfiguration) {
         self.configuration = configuration
-        self.easy = easy
     }
 
     func nextJobID() -> UInt64 {

@@ -335,6 +335,17 @@ extension Replica {
             """, arguments: [peer.rawValue, lsn])
     }
 
+    /// Moves the pull cursor forward only: a partner that dials this node said its feed up to
+    /// `lsn` has been pushed here (`PairDialling`), so a later pull of ours starts there.
+    public func advancePulled(peer: NodeID, to lsn: Int64) throws {
+        try pool.write { db in
+            try db.execute(sql: """
+                INSERT INTO peer_cursors (peer, pulled) VALUES (?, ?)
+                ON CONFLICT (peer) DO UPDATE SET pulled = max(pulled, excluded.pulled)
+                """, arguments: [peer.rawValue, lsn])
+        }
+    }
+
     public func setPushed(peer: NodeID, to lsn: Int64) throws {
         try pool.write { db in
             try db.execute(sql: """

@@ -51,9 +51,9 @@ import Testing
         let spoke = PairDialling(me: ids[39], peersConnect: ["jenv"])
         #expect(hub.dialsParameter == "all" && spoke.dialsParameter == "1")
         // The spoke's long poll is in flight: the hub stands by, though its id is the smaller.
-        hub.pollBegan(from: ids[39], dials: PairDialling.dials(parameter: spoke.dialsParameter)!, since: 7, now: 1000)
+        hub.pollBegan(from: ids[39], dials: PairDialling.dials(parameter: spoke.dialsParameter)!, since: 7, pushed: 0, now: 1000)
         #expect(hub.standsBy(for: ids[39], now: 60_000)?.since == 7)
-        spoke.pollBegan(from: ids[0], dials: PairDialling.dials(parameter: hub.dialsParameter)!, since: 3, now: 1000)
+        spoke.pollBegan(from: ids[0], dials: PairDialling.dials(parameter: hub.dialsParameter)!, since: 3, pushed: 0, now: 1000)
         #expect(spoke.standsBy(for: ids[0], now: 1000) == nil)
         // The poll ended and no other followed: the hub dials again once the grace is over.
         hub.pollEnded(from: ids[39], now: 60_000)
