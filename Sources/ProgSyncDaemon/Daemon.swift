@@ -263,8 +263,8 @@ func partnersToDial(_ configuration: DaemonConfiguration, registry: PartnerRegis
 func makePeerEndpoints(
     _ configuration: DaemonConfiguration, registry: PartnerRegistry, me: NodeFiles.StoredIdentity, logger: Logger
 ) throws -> [PeerEndpoint] {
+    let others = registry.nodes.values.filter { $0.id != me.identity.id }.sorted { $0.id < $1.id }
     for name in configuration.peerConnect ?? [] {
-        let others = registry.nodes.values.filter { $0.id != me.identity.id }.sorted { $0.id < $1.id }
         guard let node = others.first(where: { $0.name == name || $0.id.rawValue == name }) else {
             throw ConfigurationError("peers.connect names \(name), which is no other node in the registry (known: \(others.map { $0.name ?? $0.id.rawValue }.joined(separator: ", ")))")
         }

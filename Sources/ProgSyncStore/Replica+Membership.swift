@@ -2,6 +2,21 @@ import Foundation
 import GRDB
 import ProgSyncCore
 
+extension Membership {
+    /// SQL that holds a record id in `column` to the records with `prefix`, as a range an index
+    /// on the column serves (the prefix's last character plus one ends it: `node:` … `node;`).
+    static func sqlPrefixRange(_ column: String, _ prefix: String) -> String {
+        let end = String(prefix.dropLast()) + String(UnicodeScalar(prefix.unicodeScalars.last!.value + 1)!)
+        return "(\(column) >= '\(prefix)' AND \(column) < '\(end)')"
+    }
+
+    /// SQL that holds `column` to the membership records (`node:…`, `org:…`): the one copy in SQL
+    /// of `isMembershipRecord`.
+    static func sqlRecords(_ column: String) -> String {
+        "(\(sqlPrefixRange(column, nodePrefix)) OR \(sqlPrefixRange(column, orgPrefix)))"
+    }
+}
+
 extension Replica {
     /// The registry in force as this database holds it: the trust root, the membership records'
     /// current fields, and each node's retirement over every applied version (`Membership`).
@@ -10,7 +25,7 @@ extension Replica {
         var versions: [NodeID: [JSONValue]] = [:]
         let bodies = try Data.fetchAll(db, sql: """
             SELECT DISTINCT c.body FROM record_commits rc JOIN commits c ON c.lsn = rc.lsn
-            WHERE rc.record >= 'node:' AND rc.record < 'node;' AND c.status = 0
+            WHERE \(Membership.sqlPrefixRange("rc.record", Membership.nodePrefix)) AND c.status = 0
             """)
         for body in bodies {
             guard let commit = try? Commit.Layout([UInt8](body)) else { continue }
@@ -39,7 +54,7 @@ extension Replica {
         try pool.read { db in
             let rows = try Row.fetchAll(db, sql: """
                 SELECT DISTINCT c.lsn, c.body, c.author FROM record_commits rc JOIN commits c ON c.lsn = rc.lsn
-                WHERE ((rc.record >= 'node:' AND rc.record < 'node;') OR (rc.record >= 'org:' AND rc.record < 'org;')) AND c.status = 0
+                WHERE \(Membership.sqlRecords("rc.record")) AND c.status = 0
                 ORDER BY c.lsn
                 """)
             return try rows.map { row in
@@ -57,7 +72,7 @@ extension Replica {
         var records: [String: [String: JSONValue]] = [:]
         let rows = try Row.fetchAll(db, sql: """
             SELECT record, field, value FROM fields
-            WHERE (record >= 'node:' AND record < 'node;') OR (record >= 'org:' AND record < 'org;')
+            WHERE \(Membership.sqlRecords("record"))
             """)
         for row in rows {
             guard let value = try? JSONParser.parse(row[2] as String) else { continue }

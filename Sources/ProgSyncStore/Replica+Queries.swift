@@ -123,7 +123,7 @@ extension Replica {
     /// stored and relayed, never merged; listed so people can enter again what should stay.
     public func withheldCommits(limit: Int = 1000) throws -> [SignedCommit] {
         try pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT body, sig FROM commits WHERE status = 2 ORDER BY lsn LIMIT ?", arguments: [limit]).map { row in
+            try Row.fetchAll(db, sql: "SELECT body, sig FROM commits INDEXED BY commits_withheld WHERE status = 2 ORDER BY lsn LIMIT ?", arguments: [limit]).map { row in
                 try SignedCommit(canonicalBytes: [UInt8](row[0] as Data), signature: [UInt8](row[1] as Data))
             }
         }
@@ -246,7 +246,7 @@ extension Replica {
             arguments.append(JSONValue.string(kind).canonicalString)
         } else {
             // The partnership's own records (node:, org:) are listed by `partners`, not here.
-            conditions.append("NOT (k.record >= 'node:' AND k.record < 'node;') AND NOT (k.record >= 'org:' AND k.record < 'org;')")
+            conditions.append("NOT \(Membership.sqlRecords("k.record"))")
         }
         if let partner = query.partner {
             conditions.append("""
