@@ -21,6 +21,9 @@ struct PeerMetricsTests {
     @Test func partnersCommitsAndStateAreInTheMetrics() async throws {
         let net = try PeerNetwork([("jenv", "jenv"), ("politie", "politie")])
         defer { net.tearDown() }
+        // politie dials, jenv stands by (one dialler per pair): politie's metrics show its partner
+        // jenv as it replicates, and jenv's listener counts politie's requests.
+        net.nodes["politie"]!.environment["PROGSYNC_PEERS_CONNECT"] = "jenv"
         try net.start("jenv", sample: true)
         try net.start("politie")
         _ = try await net.waitForAgreement()
@@ -28,12 +31,12 @@ struct PeerMetricsTests {
         // Asked without blocking a thread: PeerNetwork.status waits on a semaphore.
         let held = try await net.request("politie", "GET", "/v1/status").1["versionVector"]?[jenvID]?.intValue ?? 0
         #expect(held > 0)
-        // jenv's first pull from politie's listener is counted when it is answered; wait for it.
-        var text = ""
-        _ = try await eventually(10) {
-            text = try await Self.scrape(net, "politie")
-            return text.contains(#"route="/v1/peer/commits""#)
+        // politie's first pull from jenv's listener is counted when it is answered; wait for it.
+        let counted = try await eventually(10) {
+            try await Self.scrape(net, "jenv").contains(#"route="/v1/peer/commits""#)
         }
+        #expect(counted, "the peer listener's requests are counted by route template")
+        let text = try await Self.scrape(net, "politie")
         // Every commit of jenv's that politie holds was merged exactly once, by pull or by push.
         #expect(Self.value(text, #"progsync_commits_applied_total{origin_org="jenv"}"#) == Double(held), "\(text.prefix(2000))")
         #expect(Self.value(text, "progsync_merge_duration_seconds_count") ?? 0 > 0)
@@ -43,6 +46,5 @@ struct PeerMetricsTests {
         let offset = try #require(Self.value(text, #"progsync_peer_clock_offset_seconds{peer="jenv",peer_org="jenv"}"#), "\(text)")
         #expect(abs(offset) < 5, "same machine, same clock: \(offset)")
         #expect(Self.value(text, #"progsync_peer_lag_commits{peer="jenv",peer_org="jenv"}"#) == 0)
-        #expect(text.contains(#"route="/v1/peer/commits""#), "the peer listener's requests are counted by route template")
     }
 }
