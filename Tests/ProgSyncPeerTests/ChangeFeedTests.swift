@@ -13,6 +13,9 @@ import Glibc
     @Test func aCommitRestoredByReconciliationReachesTheEventStream() async throws {
         let net = try PeerNetwork([("jenv", "jenv"), ("politie", "politie")])
         defer { net.tearDown() }
+        // politie dials (jenv stands by), so nothing pushes jenv's commit to politie again after
+        // its restart: only reconciliation can restore it, as in OfflineTests.repairAfterCorruption.
+        net.nodes["politie"]!.environment["PROGSYNC_PEERS_CONNECT"] = "jenv"
         try net.start("jenv", sample: true)
         try net.start("politie")
         _ = try await net.waitForAgreement()
