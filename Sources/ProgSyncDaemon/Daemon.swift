@@ -101,7 +101,7 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
         logger.info("restored from a backup: local writes wait until partners give back this node's newer commits",
                     metadata: ["partners": "\(replicators.map { $0.peer.name ?? $0.peer.id.rawValue })"])
     }
-    let inbound = InboundContact(dialling: dialling, replica: replica)
+    let inbound = InboundContact(dialling: dialling)
     let notifier = SystemdNotifier()
     let listeners = ["local"] + (configuration.peerListen != nil ? ["peer"] : []) + (configuration.metricsListen != nil ? ["metrics"] : [])
     let readiness = Readiness(replica: replica, listeners: listeners, notifier: notifier, logger: logger)
@@ -182,15 +182,13 @@ final class InboundContact: RouterMiddleware, Sendable {
     let last = Mutex<UInt64?>(nil)
     /// Partners' long polls that say how many nodes they dial, for `PairDialling`.
     let dialling: PairDialling?
-    let replica: Replica?
 
-    init(dialling: PairDialling? = nil, replica: Replica? = nil) {
+    init(dialling: PairDialling? = nil) {
         self.dialling = dialling
-        self.replica = replica
     }
 
     func handle(_ request: Request, context: PeerRequestContext, next: (Request, PeerRequestContext) async throws -> Response) async throws -> Response {
-        let poll = dialling == nil ? nil : dialIn(request, context)
+        let poll = dialling == nil ? nil : try dialIn(request, context)
         if let (node, dials, since, pushed) = poll {
             dialling?.pollBegan(from: node, dials: dials, since: since, pushed: pushed, now: Replica.wallClockMilliseconds())
         }
@@ -201,17 +199,22 @@ final class InboundContact: RouterMiddleware, Sendable {
     }
 
     /// A partner's long poll that names how many nodes it dials: who calls, the count, its cursor
-    /// in our feed, and how far its own feed has been pushed here.
-    func dialIn(_ request: Request, _ context: PeerRequestContext) -> (NodeID, Int, Int64, Int64)? {
-        guard request.method == .get, request.uri.path == "/v1/peer/commits", let pin = context.partnerPin, let replica else { return nil }
+    /// in our feed, and how far its own feed has been pushed here. Older releases send no `dials`;
+    /// a malformed `dials` or `pushed` is refused (`since` and `wait` are checked by the route).
+    func dialIn(_ request: Request, _ context: PeerRequestContext) throws -> (NodeID, Int, Int64, Int64)? {
+        guard request.method == .get, request.uri.path == "/v1/peer/commits" else { return nil }
         let q = request.uri.queryParameters
-        guard let dials = q["dials"].flatMap({ PairDialling.dials(parameter: String($0)) }),
-            let wait = q["wait"].flatMap({ Int(String($0)) }), wait > 0,
-            let since = q["since"].flatMap({ Int64(String($0)) }), since >= 0,
-            let pushed = Int64(q["pushed"].map(String.init) ?? "0"), pushed >= 0,
-            let node = replica.registry.nodes.values.first(where: { !$0.isRetired && $0.certificatePin == pin })
+        guard let pushed = Int64(q["pushed"].map(String.init) ?? "0"), pushed >= 0 else {
+            throw APIError.badRequest("pushed must be a cursor ≥ 0")
+        }
+        guard let text = q["dials"].map(String.init) else { return nil }
+        guard let dials = PairDialling.dials(parameter: text) else {
+            throw APIError.badRequest("dials must be a count from 0 to \(PairDialling.maxDials), or all")
+        }
+        guard let node = context.partnerNode, let wait = q["wait"].flatMap({ Int(String($0)) }), wait > 0,
+            let since = q["since"].flatMap({ Int64(String($0)) }), since >= 0
         else { return nil }
-        return (node.id, dials, since, pushed)
+        return (node, dials, since, pushed)
     }
 }
 

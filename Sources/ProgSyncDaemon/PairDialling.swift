@@ -52,9 +52,10 @@ final class PairDialling: Sendable {
     var dialsParameter: String { dials == Int.max ? "all" : "\(dials)" }
 
     /// A long poll's `dials`, or nil when it is not one.
+    static let maxDials = 100_000
     static func dials(parameter: String) -> Int? {
         if parameter == "all" { return Int.max }
-        return Int(parameter).flatMap { (0...100_000).contains($0) ? $0 : nil }
+        return Int(parameter).flatMap { (0...maxDials).contains($0) ? $0 : nil }
     }
 
     func pollBegan(from partner: NodeID, dials: Int, since: Int64, pushed: Int64, now: UInt64) {

@@ -12,6 +12,9 @@ struct PeerRequestContext: RequestContext {
     /// The caller's certificate pin, read once per request by `PartnerCertificateMiddleware`;
     /// nil without TLS (plain HTTP on loopback, in tests).
     var partnerPin: String?
+    /// The active partner node that pin belongs to, found once by `PeerMembershipMiddleware`; nil
+    /// for a stranger on the join route, and without TLS.
+    var partnerNode: NodeID?
     init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         channel = source.channel
@@ -154,14 +157,9 @@ struct PeerAPI: Sendable, PartnerCommitIntake {
         } catch {
             throw APIError.badRequest("\(error)")
         }
-        let channel = "push:\(pusher(context.caller))"
+        let channel = "push:\(context.partnerNode?.rawValue ?? context.caller)"
         let report = try await merge(from: channel) { try $0.apply(commits) }
         return JSONResponse.make(PeerAPI.reportJSON(report, vector: replica.versionVector))
-    }
-
-    /// The registry node whose certificate pin this is; else the pin or address itself.
-    func pusher(_ peer: String) -> String {
-        replica.registry.nodes.values.first { $0.certificatePin == peer }?.id.rawValue ?? peer
     }
 
     static func collect(_ request: Request, limit: Int) async throws -> ByteBuffer {

@@ -297,9 +297,11 @@ struct PeerMembershipMiddleware: RouterMiddleware {
     let replica: Replica
 
     func handle(_ request: Request, context: PeerRequestContext, next: (Request, PeerRequestContext) async throws -> Response) async throws -> Response {
+        var context = context
         if let pin = context.partnerPin {
             let nodes = replica.registry.nodes.values
-            if !nodes.contains(where: { !$0.isRetired && $0.certificatePin == pin }), request.uri.path != PeerJoin.path {
+            context.partnerNode = nodes.first { !$0.isRetired && $0.certificatePin == pin }?.id
+            if context.partnerNode == nil, request.uri.path != PeerJoin.path {
                 let retired = nodes.contains { $0.isRetired && $0.certificatePin == pin }
                 throw APIError(.forbidden, "forbidden", retired
                     ? "the certificate \(pin) is no active partner's: its node was retired by a coordinator"

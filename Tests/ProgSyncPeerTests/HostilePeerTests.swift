@@ -161,7 +161,9 @@ import Testing
         // The highest storable seq is a valid (empty) range.
         let top = try await mallory.send(client, to: jenv, "GET", range + "&from=9223372036854775807&to=9223372036854775807")
         #expect(top.status == 200 && top.json["commits"] == [], "\(top)")
-        for query in ["since=-1", "since=99999999999999999999", "limit=0", "limit=99999999999999999999", "wait=-1", "wait=31", "wait=x"] {
+        for query in ["since=-1", "since=99999999999999999999", "limit=0", "limit=99999999999999999999", "wait=-1", "wait=31", "wait=x",
+                      "wait=1&dials=-1", "wait=1&dials=x", "wait=1&dials=100001", "wait=1&dials=all&pushed=-1", "dials=1&pushed=x",
+                      "pushed=99999999999999999999"] {
             try await expectRefused("GET", "/v1/peer/commits?" + query)
         }
         for inner in ["64", "-1", "99999999999999999999", "x"] {
