@@ -255,7 +255,7 @@ final class PeerReplicator: Service, Sendable, PartnerCommitIntake {
                 if !standing {
                     standing = true
                     peerVector = nil
-                    await push.close()
+                    _ = try? await greet(push, closing: true)
                 }
                 // Its long poll's cursor: our commits up to there have reached it. And its feed up
                 // to `pushed` has reached us. Both cursors follow, so dialling again later

@@ -43,11 +43,6 @@ struct PeerConnection: Sendable {
         return json
     }
 
-    /// Ends the kept-alive connection with a last hello, so an idle pair holds no TLS state.
-    func close() async {
-        _ = try? await call("GET", "/v1/peer/hello", timeout: .seconds(15), closing: true)
-    }
-
     /// Commits of one origin in a seq range, fetched in pages. Each page must hold only that
     /// origin's commits, in rising seq order inside the asked range, so every page moves `from`
     /// forward; anything else ends the fetch with an error rather than a loop.
