@@ -20,7 +20,7 @@ extension DaemonConfiguration {
     /// - `progsync.peers.connect` / `PROGSYNC_PEERS_CONNECT`: the partners to dial, "hub" or "a,b" by name or node id (all with an address)
     /// - `progsync.peers.plain-http` / `PROGSYNC_PEERS_PLAIN_HTTP`: plain HTTP on loopback only (false)
     /// - `progsync.peers.max-connections` (256), `.max-connections-per-address` (32),
-    ///   `.handshake-timeout-seconds` (10), `.idle-timeout-seconds` (120), `.max-requests-per-peer` (16),
+    ///   `.handshake-timeout-seconds` (10), `.idle-timeout-seconds` (30), `.max-requests-per-peer` (16),
     ///   `.max-long-polls-per-peer` (4), `.max-push-bytes` (67108864): the peer listener's limits
     /// - `progsync.metrics.listen` / `PROGSYNC_METRICS_LISTEN`: serve `GET /metrics` over plain HTTP on
     ///   "host:port", or on loopback for a bare port (off by default; `/metrics` is always on the socket)

@@ -72,7 +72,9 @@ public struct DaemonConfiguration: Sendable {
         /// A connection that has not finished its TLS handshake by then is closed.
         public var handshakeTimeoutSeconds = 10
         /// A connection with no request for this long is closed.
-        public var idleTimeoutSeconds = 120
+        /// Between requests only (a long poll in progress is not idle). A hub holds each spoke's
+        /// push connection this long after its last push; our client closes its own after 20 s.
+        public var idleTimeoutSeconds = 30
         /// Requests one partner (its pinned certificate) may have in progress; more get 429.
         public var maxRequestsPerPeer = 16
         /// Long polls (`GET /v1/peer/commits?wait=`) one partner may have waiting; more get 429.

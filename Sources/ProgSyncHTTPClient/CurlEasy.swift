@@ -250,6 +250,7 @@ final class CurlEasy {
         try set(CURLOPT_PROTOCOLS_STR, "http,https", "protocols")
         try set(CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_1_1), "HTTP version")
         try set(CURLOPT_CONNECTTIMEOUT_MS, milliseconds(configuration.connectTimeout), "connect timeout")
+        try set(CURLOPT_MAXAGE_CONN, max(1, Int(configuration.maxIdleConnectionAge.components.seconds)), "connection age")
         try set(
             CURLOPT_TIMEOUT_MS, milliseconds(request.timeout ?? configuration.requestTimeout), "request timeout")
         if let path = configuration.unixSocketPath {

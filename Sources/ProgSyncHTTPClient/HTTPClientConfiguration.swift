@@ -22,6 +22,12 @@ public struct HTTPClientConfiguration: Sendable {
     /// peer against the system CA store, verify the host name).
     public var tls: TLS?
 
+    /// A kept-alive connection idle for longer is closed rather than reused
+    /// (`CURLOPT_MAXAGE_CONN`, whole seconds). Shorter than a server's idle
+    /// timeout, so this side closes first and never sends into a connection
+    /// the server is closing.
+    public var maxIdleConnectionAge: Duration
+
     public struct TLS: Sendable {
         /// PEM bundle of CA certificates to trust (`CURLOPT_CAINFO`).
         public var caCertificatePath: String?
@@ -62,8 +68,10 @@ public struct HTTPClientConfiguration: Sendable {
         connectTimeout: Duration = .seconds(5),
         requestTimeout: Duration = .seconds(30),
         maxResponseBytes: Int = HTTPClientConfiguration.defaultMaxResponseBytes,
-        tls: TLS? = nil
+        tls: TLS? = nil,
+        maxIdleConnectionAge: Duration = .seconds(20)
     ) {
+        self.maxIdleConnectionAge = maxIdleConnectionAge
         self.unixSocketPath = unixSocketPath
         self.connectTimeout = connectTimeout
         self.requestTimeout = requestTimeout

@@ -153,6 +153,18 @@ struct HTTPClientTests {
         }
     }
 
+    /// An idle kept-alive connection is closed once older than its age, before a server's idle
+    /// timeout could close it under a request.
+    @Test func aConnectionIdleLongerThanItsAgeIsNotReused() async throws {
+        try await withServer(configuration: { HTTPClientConfiguration(unixSocketPath: $0, maxIdleConnectionAge: .seconds(1)) }) {
+            base, client in
+            _ = try await client.send(HTTPClientRequest(url: "\(base)/echo"))
+            #expect(text(try await client.send(HTTPClientRequest(url: "\(base)/count"))) == "1")
+            try await Task.sleep(for: .milliseconds(2500))
+            #expect(text(try await client.send(HTTPClientRequest(url: "\(base)/count"))) == "2")
+        }
+    }
+
     @Test func responseLargerThanTheCapFails() async throws {
         try await withServer(configuration: { HTTPClientConfiguration(unixSocketPath: $0, maxResponseBytes: 1000) }) {
             base, client in
