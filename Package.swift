@@ -41,7 +41,7 @@ let package = Package(
             name: "CZlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
-        // glibc's malloc.h (mallopt), which the Glibc module leaves out.
+        // glibc's malloc.h (mallopt, malloc_trim), which the Glibc module leaves out.
         .systemLibrary(name: "CMalloc"),
         // Pure core: clock, ids, records, commits, signing, merge rule, digest. No I/O.
         .target(
@@ -71,7 +71,7 @@ let package = Package(
             name: "ProgSyncDaemon",
             dependencies: [
                 "ProgSyncCore", "ProgSyncStore", "ProgSyncWeb",
-                "ProgSyncHTTPClient",
+                "ProgSyncHTTPClient", "CMalloc",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "X509", package: "swift-certificates"),

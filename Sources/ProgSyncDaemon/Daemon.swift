@@ -159,6 +159,7 @@ public func buildDaemon(configuration: DaemonConfiguration, logger: Logger, metr
         },
         logger: logger)
     services.append(app)
+    services.append(MemoryTrim())
     services.append(events)
     // Last: it hears of shutdown first and tells systemd STOPPING=1 before anything drains.
     services.append(heartbeat)
