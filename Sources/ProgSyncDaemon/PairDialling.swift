@@ -51,8 +51,8 @@ final class PairDialling: Sendable {
     /// `dials` as a long poll says it.
     var dialsParameter: String { dials == Int.max ? "all" : "\(dials)" }
 
-    /// A long poll's `dials`, or nil when it is not one.
     static let maxDials = 100_000
+    /// A long poll's `dials`, or nil when it is not one.
     static func dials(parameter: String) -> Int? {
         if parameter == "all" { return Int.max }
         return Int(parameter).flatMap { (0...maxDials).contains($0) ? $0 : nil }

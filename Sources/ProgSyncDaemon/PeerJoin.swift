@@ -57,7 +57,15 @@ struct PeerJoin: Sendable {
         guard invite.issuer == me.identity.id else {
             throw APIError(.forbidden, "invite-other-node", "this invite was issued by node \(invite.issuer), not by this node (\(me.identity.id)); present it there")
         }
-        let joining = try PartnerAdmission.request(requestJSON)
+        // The coordinator's words in the invite win: the node's name when it gave one, and the
+        // organisation's name only from the invite (a joining node does not rename its org).
+        var admitted = requestJSON
+        if case .object(var fields) = admitted {
+            if let name = invite.name { fields["name"] = .string(name) }
+            fields["orgName"] = invite.orgName.map { .string($0) }
+            admitted = .object(fields)
+        }
+        let joining = try PartnerAdmission.request(admitted)
         // An invite admits a new node; retiring one (a key rotation's `replaces`) stays with a
         // coordinator's own `partners add`, or an invite for politie could retire politie's node.
         for key in ["replaces", "replacesAfter"] where requestJSON[key] != nil && requestJSON[key] != .null {
@@ -73,15 +81,7 @@ struct PeerJoin: Sendable {
                 throw APIError(.forbidden, "forbidden", "the join request pins \(requestJSON["certificatePin"]?.stringValue ?? "no certificate"), but this connection presents \(pin)")
             }
         }
-        // The coordinator's words in the invite win: the node's name when it gave one, and the
-        // organisation's name only from the invite (a joining node does not rename its org).
-        var admitted = requestJSON
-        if case .object(var fields) = admitted {
-            if let name = invite.name { fields["name"] = .string(name) }
-            fields["orgName"] = invite.orgName.map { .string($0) }
-            admitted = .object(fields)
-        }
-        let writes = try PartnerAdmission(replica: replica).admission(try PartnerAdmission.request(admitted))
+        let writes = try PartnerAdmission(replica: replica).admission(joining)
         let entry = try invites.redeem(invite, org: joining.org, node: joining.node)
         let before = replica.registry
         let commit: SignedCommit
